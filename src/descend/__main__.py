@@ -1,0 +1,5 @@
+import sys
+
+from descend.cli import main
+
+sys.exit(main())

@@ -1,0 +1,129 @@
+"""Shared argument checks: one message shape everywhere.
+
+Every check raises ``ValueError`` (or ``TypeError`` for a wrong type / unknown
+keyword) with the message ``"`name` must be <condition>. Received: name=<value>"``,
+so that a user always sees which argument was wrong and what was passed.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any, Iterable, Mapping
+
+
+def _fmt(name: str, value: Any) -> str:
+    return f"Received: {name}={value!r}"
+
+
+def fail(name: str, condition: str, value: Any, exc: type[Exception] = ValueError):
+    """Raise ``exc`` with the project's message shape."""
+    raise exc(f"`{name}` must be {condition}. {_fmt(name, value)}")
+
+
+def check_real(name: str, value: Any, *, allow_none: bool = False) -> Any:
+    """Check that ``value`` is a finite real number (bool excluded)."""
+    if value is None and allow_none:
+        return value
+    # A 0-d tensor (e.g. a tensor LR) is accepted as a real number.
+    if hasattr(value, "dim") and hasattr(value, "item") and value.dim() == 0:
+        v = float(value.item())
+    elif isinstance(value, Real) and not isinstance(value, bool):
+        v = float(value)
+    else:
+        fail(name, "a real number", value, TypeError)
+    if math.isnan(v) or math.isinf(v):
+        fail(name, "finite", value)
+    return value
+
+
+def check_range(
+    name: str,
+    value: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    allow_none: bool = False,
+) -> Any:
+    """Check ``value`` is a finite real within the given bounds.
+
+    >>> check_range("lr", 0.1, ge=0)
+    0.1
+    >>> check_range("lr", -1, ge=0)
+    Traceback (most recent call last):
+    ValueError: `lr` must be >= 0. Received: lr=-1
+    """
+    if value is None and allow_none:
+        return value
+    check_real(name, value)
+    v = float(value.item()) if hasattr(value, "item") else float(value)
+    conds = []
+    if ge is not None:
+        conds.append((v >= ge, f">= {ge}"))
+    if gt is not None:
+        conds.append((v > gt, f"> {gt}"))
+    if le is not None:
+        conds.append((v <= le, f"<= {le}"))
+    if lt is not None:
+        conds.append((v < lt, f"< {lt}"))
+    if not all(ok for ok, _ in conds):
+        fail(name, " and ".join(c for _, c in conds), value)
+    return value
+
+
+def check_int(name: str, value: Any, *, ge: int | None = None, le: int | None = None,
+              allow_none: bool = False) -> Any:
+    """Check ``value`` is an int (bool excluded) within bounds."""
+    if value is None and allow_none:
+        return value
+    if not isinstance(value, int) or isinstance(value, bool):
+        fail(name, "an integer", value, TypeError)
+    conds = []
+    if ge is not None:
+        conds.append((value >= ge, f">= {ge}"))
+    if le is not None:
+        conds.append((value <= le, f"<= {le}"))
+    if not all(ok for ok, _ in conds):
+        fail(name, "an integer " + " and ".join(c for _, c in conds), value)
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Check ``value`` is a bool."""
+    if not isinstance(value, bool):
+        fail(name, "a bool", value, TypeError)
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """Check ``value`` is one of ``choices``."""
+    choices = list(choices)
+    if value not in choices:
+        fail(name, "one of " + ", ".join(repr(c) for c in choices), value)
+    return value
+
+
+def check_pair(name: str, value: Any, *, ge: float = 0.0, lt: float = 1.0) -> tuple:
+    """Check a pair such as ``betas``: two reals, each in ``[ge, lt)``."""
+    try:
+        a, b = value
+    except (TypeError, ValueError):
+        fail(name, "a pair of two numbers", value, TypeError)
+    for i, x in enumerate((a, b)):
+        check_real(f"{name}[{i}]", x)
+        xv = float(x.item()) if hasattr(x, "item") else float(x)
+        if not (ge <= xv < lt):
+            fail(name, f"a pair with each entry in [{ge}, {lt})", value)
+    return (a, b)
+
+
+def check_no_unknown(where: str, kwargs: Mapping[str, Any]) -> None:
+    """Reject unknown keyword arguments, naming them."""
+    if kwargs:
+        names = ", ".join(sorted(kwargs))
+        raise TypeError(
+            f"{where} got unexpected keyword argument(s): {names}. "
+            f"Received: {', '.join(f'{k}={v!r}' for k, v in kwargs.items())}"
+        )

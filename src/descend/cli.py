@@ -1,0 +1,48 @@
+"""The ``descend`` command line.
+
+Each subcommand lives next to the code it drives, in a module that defines
+``register(subparsers)``; that function adds its parser and sets ``func`` (a
+callable taking the parsed ``argparse.Namespace`` and returning an exit code).
+A new subcommand is one line in ``COMMAND_MODULES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order here is the order in `descend --help`.
+COMMAND_MODULES: list[str] = [
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="descend",
+        description=(
+            "descend: the toolbox of optimization for deep learning, on PyTorch. "
+            "Train, compare and diagnose optimizers, schedules, initializations, "
+            "normalizations and regularizers."
+        ),
+    )
+    from descend import __version__
+
+    parser.add_argument("--version", action="version", version=f"descend {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
