@@ -1,0 +1,128 @@
+"""Callback base classes for :class:`descend.train.Trainer`.
+
+Hooks, in the order the trainer calls them::
+
+    on_fit_begin(trainer)
+      on_epoch_begin(trainer)
+        on_batch_begin(trainer, batch)
+          (forward, loss, backward)
+        on_after_backward(trainer)           # gradients are in p.grad, before the step
+          (optimizer step, schedulers)
+        on_batch_end(trainer, logs)          # logs: {"loss", "lr", "grad_norm", ...}
+      on_epoch_end(trainer, logs)            # logs: {"train_loss", "val_loss", "val_acc", ...}
+    on_fit_end(trainer)
+
+A callback stops training by setting ``trainer.stop_training = True``. Callbacks that
+watch a metric (early stopping, checkpointing the best, plateau schedules) share
+:class:`MonitorCallback`: ``monitor``, ``mode``, ``min_delta`` and ``patience``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from descend._registry import Registry
+from descend._validation import check_choice, check_int, check_range
+
+CALLBACKS = Registry("callback")
+
+
+class Callback:
+    """Base class: every hook is a no-op; override the ones you need.
+
+    ``state_dict`` / ``load_state_dict`` let a checkpoint carry the callback's
+    counters so that a resumed run continues exactly.
+    """
+
+    def on_fit_begin(self, trainer) -> None: ...
+    def on_epoch_begin(self, trainer) -> None: ...
+    def on_batch_begin(self, trainer, batch) -> None: ...
+    def on_after_backward(self, trainer) -> None: ...
+    def on_batch_end(self, trainer, logs: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, trainer, logs: dict[str, Any]) -> None: ...
+    def on_fit_end(self, trainer) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class MonitorCallback(Callback):
+    """Base for callbacks that watch one logged metric.
+
+    An epoch *improves* when ``value < best - min_delta`` (``mode="min"``) or
+    ``value > best + min_delta`` (``mode="max"``); ``wait`` counts epochs since the last
+    improvement and :meth:`patience_exhausted` is true once ``wait >= patience``.
+
+    Args:
+        monitor: key of the epoch logs to watch (default ``"val_loss"``).
+        mode: ``"min"`` or ``"max"``.
+        min_delta: the smallest change that counts as an improvement (>= 0).
+        patience: epochs without improvement that are tolerated (>= 0).
+
+    Example:
+        >>> m = MonitorCallback(monitor="val_loss", patience=1)
+        >>> [m.update(v) for v in (1.0, 0.5, 0.6, 0.7)]
+        [True, True, False, False]
+        >>> m.best, m.wait, m.patience_exhausted
+        (0.5, 2, True)
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "min", min_delta: float = 0.0,
+                 patience: int = 0):
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"`monitor` must be a non-empty string. Received: monitor={monitor!r}")
+        self.monitor = monitor
+        self.mode = check_choice("mode", mode, ["min", "max"])
+        self.min_delta = float(check_range("min_delta", min_delta, ge=0))
+        self.patience = check_int("patience", patience, ge=0)
+        self.reset()
+
+    def reset(self) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = -1
+        self.wait = 0
+
+    def is_improvement(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def update(self, value: float, epoch: int | None = None) -> bool:
+        """Record ``value``; return whether it improved on the best so far."""
+        value = float(value)
+        if math.isnan(value):
+            self.wait += 1
+            return False
+        if self.is_improvement(value):
+            self.best = value
+            self.best_epoch = epoch if epoch is not None else self.best_epoch + 1
+            self.wait = 0
+            return True
+        self.wait += 1
+        return False
+
+    def value_from(self, logs: dict[str, Any]) -> float:
+        """The monitored value in ``logs``, with a clear error if it is missing."""
+        if self.monitor not in logs:
+            keys = ", ".join(sorted(logs))
+            raise KeyError(
+                f"`monitor` names a metric that is not logged. Received: monitor={self.monitor!r}; "
+                f"logged: {keys}"
+            )
+        return float(logs[self.monitor])
+
+    @property
+    def patience_exhausted(self) -> bool:
+        return self.wait >= max(self.patience, 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state["best"]
+        self.best_epoch = state["best_epoch"]
+        self.wait = state["wait"]
