@@ -4,8 +4,10 @@ Hooks, in the order the trainer calls them::
 
     on_fit_begin(trainer)
       on_epoch_begin(trainer)
-        on_batch_begin(trainer, batch)
-          (forward, loss, backward)
+        batch = on_batch_begin(trainer, batch) or batch   # may return a new (x, y): noise, augmentation
+          (forward, loss = loss_fn(outputs, y))
+        loss = on_loss(trainer, loss, batch)             # may add terms: penalties, adversarial loss
+          (backward)
         on_after_backward(trainer)           # gradients are in p.grad, before the step
           (optimizer step, schedulers)
         on_batch_end(trainer, logs)          # logs: {"loss", "lr", "grad_norm", ...}
@@ -37,7 +39,14 @@ class Callback:
 
     def on_fit_begin(self, trainer) -> None: ...
     def on_epoch_begin(self, trainer) -> None: ...
-    def on_batch_begin(self, trainer, batch) -> None: ...
+    def on_batch_begin(self, trainer, batch):
+        """Return a replacement ``(x, y)`` batch, or None to keep it."""
+        return None
+
+    def on_loss(self, trainer, loss, batch):
+        """Return the loss to back-propagate (default: unchanged)."""
+        return loss
+
     def on_after_backward(self, trainer) -> None: ...
     def on_batch_end(self, trainer, logs: dict[str, Any]) -> None: ...
     def on_epoch_end(self, trainer, logs: dict[str, Any]) -> None: ...
