@@ -1,0 +1,267 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from descend.train import Callback, Trainer
+
+
+def blobs(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 2, generator=g) * 0.3 + (y.float() * 2 - 1).unsqueeze(1) * 2.0
+    return x, y
+
+
+def make(model=None, lr=0.5, **kw):
+    model = model if model is not None else torch.nn.Linear(2, 2)
+    return Trainer(model, torch.optim.SGD(model.parameters(), lr=lr), progress=False, **kw)
+
+
+def test_reaches_full_train_accuracy_on_separable_set():
+    x, y = blobs()
+    t = make(batch_size=8)
+    h = t.fit((x, y), (x, y), epochs=10)
+    assert t.evaluate((x, y))["acc"] == 1.0
+    assert h.epochs["val_acc"][-1] == 1.0
+    assert h.epochs["train_loss"][-1] < h.epochs["train_loss"][0]
+    assert len(h.steps["loss"]) == 10 * 8 == t.global_step
+    assert h.steps["step"] == list(range(1, 81))
+    assert len(h.epochs["epoch"]) == 10
+    assert all(math.isfinite(v) for v in h.steps["grad_norm"])
+    assert torch.equal(t.predict(x).argmax(1), y)
+
+
+class ModeRecorder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append((self.training, torch.is_grad_enabled()))
+        return self.lin(x)
+
+
+def test_eval_mode_and_no_grad_for_evaluation():
+    x, y = blobs(16)
+    m = ModeRecorder()
+    t = make(m, batch_size=8)
+    t.fit((x, y), (x, y), epochs=1)
+    # two training batches, then one validation batch
+    assert m.seen == [(True, True), (True, True), (False, False)]
+    m.seen.clear()
+    m.train()
+    t.evaluate((x, y))
+    t.predict(x)
+    assert m.seen == [(False, False), (False, False)]
+    assert m.training  # mode restored
+    m.eval()
+    t.evaluate((x, y))
+    assert not m.training
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.calls = []
+
+    def on_fit_begin(self, trainer): self.calls.append("fit_begin")
+    def on_epoch_begin(self, trainer): self.calls.append("epoch_begin")
+
+    def on_batch_begin(self, trainer, batch):
+        self.calls.append("batch_begin")
+
+    def on_loss(self, trainer, loss, batch):
+        self.calls.append("loss")
+        return loss
+
+    def on_after_backward(self, trainer): self.calls.append("after_backward")
+    def on_batch_end(self, trainer, logs): self.calls.append("batch_end")
+    def on_epoch_end(self, trainer, logs): self.calls.append("epoch_end")
+    def on_fit_end(self, trainer): self.calls.append("fit_end")
+
+
+def test_hooks_called_in_documented_order():
+    x, y = blobs(8)
+    r = Recorder()
+    make(batch_size=4, callbacks=[r]).fit((x, y), epochs=2)
+    batch = ["batch_begin", "loss", "after_backward", "batch_end"]
+    epoch = ["epoch_begin"] + batch * 2 + ["epoch_end"]
+    assert r.calls == ["fit_begin"] + epoch * 2 + ["fit_end"]
+
+
+class ZeroInputsAndPenalty(Callback):
+    """Replaces x by zeros (so the data gradient vanishes) and adds 0.5 * c * ||w||^2."""
+
+    def __init__(self, c):
+        self.c = c
+        self.logged = []
+        self.grads = []
+
+    def on_batch_begin(self, trainer, batch):
+        x, y = batch
+        return torch.zeros_like(x), y
+
+    def on_loss(self, trainer, loss, batch):
+        assert torch.equal(batch[0], torch.zeros_like(batch[0]))  # on_loss sees the new batch
+        w = trainer.model.weight
+        return loss + 0.5 * self.c * (w * w).sum()
+
+    def on_after_backward(self, trainer):
+        self.grads.append(trainer.model.weight.grad.clone())
+
+    def on_batch_end(self, trainer, logs):
+        self.logged.append(float(logs["loss"]))
+
+
+def test_batch_replacement_and_on_loss_change_the_step():
+    # Model w*x (no bias), MSE to y. With x replaced by 0 the data loss is mean(y^2) and its
+    # gradient is 0; the objective's gradient is c*w, so SGD gives w <- w - lr*c*w.
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    cb = ZeroInputsAndPenalty(c=0.5)
+    x = torch.ones(4, 1)
+    y = torch.full((4, 1), 3.0)
+    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=F.mse_loss,
+                metrics=(), batch_size=4, callbacks=[cb], progress=False)
+    h = t.fit((x, y), epochs=2)
+    w0, w1 = 2.0, 2.0 - 0.1 * 0.5 * 2.0
+    w2 = w1 - 0.1 * 0.5 * w1
+    assert model.weight.item() == pytest.approx(w2, rel=1e-6)
+    assert cb.grads[0].item() == pytest.approx(0.5 * w0, rel=1e-6)
+    expected = [9.0 + 0.25 * w0 ** 2, 9.0 + 0.25 * w1 ** 2]
+    assert cb.logged == pytest.approx(expected, rel=1e-6)
+    assert h.steps["loss"] == pytest.approx(expected, rel=1e-6)
+    # the epoch's train_loss is the data loss alone (comparable to val_loss)
+    assert h.epochs["train_loss"] == pytest.approx([9.0, 9.0], rel=1e-6)
+
+
+def test_same_as_hand_written_loop():
+    x, y = blobs(40)
+    torch.manual_seed(1)
+    m1 = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
+    m2 = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
+    m2.load_state_dict(m1.state_dict())
+    xd = x.double()
+    o1 = torch.optim.SGD(m1.parameters(), lr=0.1, momentum=0.9)
+    t = Trainer(m1, o1, batch_size=16, seed=3, progress=False)
+    h = t.fit((xd, y), epochs=3)
+
+    o2 = torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(3)
+    losses, norms = [], []
+    for _ in range(3):
+        perm = torch.randperm(40, generator=g)
+        for i in range(0, 40, 16):
+            idx = perm[i:i + 16]
+            o2.zero_grad()
+            loss = F.cross_entropy(m2(xd[idx]), y[idx])
+            loss.backward()
+            norms.append(torch.cat([p.grad.flatten() for p in m2.parameters()]).norm().item())
+            o2.step()
+            losses.append(loss.item())
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(p1, p2, rtol=0, atol=1e-12)
+    assert h.steps["loss"] == pytest.approx(losses, rel=1e-12)
+    assert h.steps["grad_norm"] == pytest.approx(norms, rel=1e-10)
+    assert h.steps["momentum"] == [0.9] * 9
+
+
+def test_seeded_shuffling_is_reproducible():
+    x, y = blobs(32)
+
+    def run(seed):
+        torch.manual_seed(0)
+        return make(batch_size=4, seed=seed).fit((x, y), epochs=2).steps["loss"]
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+
+
+def test_stop_training_and_step_schedulers():
+    x, y = blobs(32)
+
+    class StopAfter(Callback):
+        def on_batch_end(self, trainer, logs):
+            if trainer.global_step == 3:
+                trainer.stop_training = True
+
+    m = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1 + 0.5 * t))
+    t = Trainer(m, opt, schedulers=[sched], callbacks=[StopAfter()], batch_size=4, progress=False)
+    h = t.fit((x, y), epochs=5)
+    assert t.global_step == 3 and t.epoch == 1
+    # the logged lr is the one used by the step: e0 / (1 + k t) for t = 0, 1, 2
+    assert h.steps["lr"] == pytest.approx([1.0, 1 / 1.5, 1 / 2.0])
+
+
+def test_epoch_scheduler_and_batch_size_schedule():
+    x, y = blobs(32)
+    m = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    t = Trainer(m, opt, schedulers=[sched], scheduler_unit="epoch",
+                batch_size=lambda epoch: 8 * 2 ** epoch, progress=False)
+    h = t.fit((x, y), epochs=3)
+    assert h.epochs["batch_size"] == [8, 16, 32]
+    assert t.global_step == 4 + 2 + 1
+    assert h.steps["lr"] == [1.0] * 4 + [0.5] * 2 + [0.25]
+
+
+def test_closure_optimizers_and_plain_step():
+    x, y = blobs(32)
+    m = torch.nn.Linear(2, 2)
+    t = Trainer(m, torch.optim.LBFGS(m.parameters(), lr=0.5, max_iter=4), batch_size=32, progress=False)
+    h = t.fit((x, y), epochs=3)
+    assert len(h.steps["loss"]) == 3 and h.steps["loss"][-1] < h.steps["loss"][0]
+
+    class NoClosureSGD(torch.optim.SGD):
+        def step(self):  # noqa: D401 - an optimizer whose step takes no closure
+            return super().step()
+
+    m = torch.nn.Linear(2, 2)
+    t = Trainer(m, NoClosureSGD(m.parameters(), lr=0.5), batch_size=8, progress=False)
+    t.fit((x, y), epochs=5)
+    assert t.evaluate((x, y))["acc"] == 1.0
+
+
+def test_dataloader_input_and_float_targets():
+    x, y = blobs(32)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    t = make(batch_size=8)
+    h = t.fit(loader, loader, epochs=2)
+    assert t.global_step == 8 and "val_acc" in h.epochs
+    # regression: no accuracy
+    m = torch.nn.Linear(2, 1)
+    t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), loss_fn=F.mse_loss, progress=False)
+    h = t.fit((x, y.float().unsqueeze(1)), epochs=1)
+    assert "train_acc" not in h.epochs and set(t.evaluate((x, y.float().unsqueeze(1)))) == {"loss"}
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"batch_size": 0}, "`batch_size` must be an integer >= 1. Received: batch_size=0"),
+    ({"metrics": ("acuracy",)}, "`metric` must be one of"),
+    ({"scheduler_unit": "batch"}, "`scheduler_unit` must be one of 'step', 'epoch'"),
+    ({"device": "tpu"}, "`device` must be"),
+])
+def test_bad_arguments(kw, match):
+    with pytest.raises((ValueError, TypeError), match=match.replace("(", r"\(").replace(")", r"\)")):
+        make(**kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="device"):
+        make(device="cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_fit_matches_classes():
+    x, y = blobs()
+    t = make(batch_size=8, device="cuda")
+    t.fit((x, y), (x, y), epochs=10)
+    assert t.evaluate((x, y))["acc"] == 1.0
+    assert next(t.model.parameters()).is_cuda
