@@ -1,0 +1,208 @@
+"""The network trainer: a small perceptron learning a 2-D toy set, one step at a time.
+
+One *step* draws a minibatch of ``batch_size`` training points (a shuffled pass over
+the set, from the run's own ``torch.Generator``), computes
+
+    L = CE(f(x_B), y_B) + l1 * sum_W |W| + l2 * sum_W W^2
+
+(``W`` ranges over the weight matrices of the Linear layers, biases and norm
+parameters are not penalised; ``l2`` here multiplies ``W^2`` directly, so its gradient
+is ``2 l2 W``), back-propagates and calls ``optimizer.step()``.
+
+After each request the trainer reports, in eval mode, the mean cross-entropy and the
+accuracy on the train and test sets (without the penalty), the class-1 probability on a
+grid (the decision boundary) and per-layer statistics of the last step: mean and
+standard deviation of each activation module's output, and of each Linear layer's
+weight gradient together with its norm.
+
+A step whose loss or gradients are not finite stops the run: the parameters of the
+last good step are kept and ``stopped`` says what happened.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from descend.playground import library
+
+# The global torch RNG (dropout masks, initialisation) is shared by every thread: each
+# run keeps its own RNG state and swaps it in under this lock, so runs in parallel
+# give the same numbers as runs alone.
+_GLOBAL_RNG = threading.Lock()
+
+
+class TrainerRun:
+    """One training run with everything needed to replay it: config, data, model, state.
+
+    Args:
+        config: validated settings (see :func:`descend.playground.api.trainer_config`).
+
+    Example:
+        >>> cfg = dict(dataset="xor", n=40, noise=0.1, test_fraction=0.5, seed=0,
+        ...            hidden=[4], activation="tanh", init="default", norm="none",
+        ...            dropout=0.0, l1=0.0, l2=0.0, optimizer="sgd", hyper={"lr": 0.1},
+        ...            batch_size=10, grid=8)
+        >>> r = TrainerRun(cfg); _ = r.step(3); r.steps
+        3
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = dict(config)
+        c = self.config
+        self.x_train, self.y_train, self.x_test, self.y_test = library.make_dataset(
+            c["dataset"], n=c["n"], noise=c["noise"], test_fraction=c["test_fraction"],
+            seed=c["seed"])
+        with _GLOBAL_RNG:
+            saved = torch.get_rng_state()
+            try:
+                torch.manual_seed(c["seed"])
+                self.model = library.build_mlp(c["hidden"], c["activation"], c["norm"],
+                                               c["dropout"])
+                library.apply_init(self.model, c["init"])
+                self._rng_state = torch.get_rng_state()
+            finally:
+                torch.set_rng_state(saved)
+        self.optimizer = library.create_optimizer(c["optimizer"], self.model.parameters(),
+                                                  dict(c["hyper"]))
+        self._batches = torch.Generator().manual_seed(c["seed"])
+        self._order: list[int] = []
+        self.steps = 0
+        self.history: list[dict[str, Any]] = []
+        self.stats: dict[str, list] = {"activations": [], "gradients": []}
+        self.stopped: str | None = None
+        self._record()
+
+    # ---------------------------------------------------------------- training
+
+    def _next_batch(self):
+        bs = min(self.config["batch_size"], len(self.x_train))
+        if len(self._order) < bs:
+            self._order = torch.randperm(len(self.x_train), generator=self._batches).tolist()
+        idx, self._order = self._order[:bs], self._order[bs:]
+        return self.x_train[idx], self.y_train[idx]
+
+    def _penalty(self) -> torch.Tensor:
+        l1, l2 = self.config["l1"], self.config["l2"]
+        total = torch.zeros(())
+        for m in self.model.modules():
+            if isinstance(m, nn.Linear):
+                if l1:
+                    total = total + l1 * m.weight.abs().sum()
+                if l2:
+                    total = total + l2 * m.weight.pow(2).sum()
+        return total
+
+    def step(self, n: int) -> dict[str, Any]:
+        """Train ``n`` more steps (fewer if the run stops); return :meth:`state`."""
+        if self.stopped is None:
+            with _GLOBAL_RNG:
+                saved = torch.get_rng_state()
+                torch.set_rng_state(self._rng_state)
+                try:
+                    self._train(n)
+                finally:
+                    self._rng_state = torch.get_rng_state()
+                    torch.set_rng_state(saved)
+            self._record()
+        return self.state()
+
+    def _train(self, n: int) -> None:
+        acts: list[tuple[str, torch.Tensor]] = []
+        hooks = [m.register_forward_hook(lambda mod, i, o, name=name: acts.append((name, o.detach())))
+                 for name, m in self._activation_modules()]
+        try:
+            self.model.train()
+            for _ in range(n):
+                acts.clear()
+                xb, yb = self._next_batch()
+                before = [p.detach().clone() for p in self.model.parameters()]
+                self.optimizer.zero_grad()
+                loss = F.cross_entropy(self.model(xb), yb) + self._penalty()
+                loss.backward()
+                grads_ok = all(p.grad is None or torch.isfinite(p.grad).all()
+                               for p in self.model.parameters())
+                value = float(loss.detach())
+                if not math.isfinite(value) or not grads_ok:
+                    self.stopped = (f"diverged at step {self.steps + 1}: " +
+                                    (f"the loss is {value}" if not math.isfinite(value)
+                                     else "a gradient is not finite"))
+                    return
+                self.optimizer.step()
+                if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+                    with torch.no_grad():
+                        for p, b in zip(self.model.parameters(), before):
+                            p.copy_(b)
+                    self.stopped = (f"diverged at step {self.steps + 1}: the parameters "
+                                    f"became non-finite (kept those of step {self.steps})")
+                    return
+                self.steps += 1
+                self.stats = self._layer_stats(acts)
+        finally:
+            for h in hooks:
+                h.remove()
+
+    # ---------------------------------------------------------------- reporting
+
+    def _activation_modules(self):
+        kinds = tuple(library.ACTIVATIONS.values())
+        return [(name, m) for name, m in self.model.named_modules() if isinstance(m, kinds)]
+
+    def _layer_stats(self, acts) -> dict[str, list]:
+        out = {"activations": [], "gradients": []}
+        for name, a in acts:
+            out["activations"].append({"layer": name, "mean": float(a.mean()),
+                                       "std": float(a.std(unbiased=False))})
+        for name, m in self.model.named_modules():
+            if isinstance(m, nn.Linear) and m.weight.grad is not None:
+                g = m.weight.grad
+                out["gradients"].append({"layer": name, "mean": float(g.mean()),
+                                         "std": float(g.std(unbiased=False)),
+                                         "norm": float(g.norm())})
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy of the model in eval mode on ``(x, y)``."""
+        self.model.eval()
+        logits = self.model(x)
+        loss = float(F.cross_entropy(logits, y))
+        acc = float((logits.argmax(1) == y).float().mean())
+        return loss, acc
+
+    def _record(self) -> None:
+        tr_loss, tr_acc = self.evaluate(self.x_train, self.y_train)
+        te_loss, te_acc = self.evaluate(self.x_test, self.y_test)
+        self.history.append({"step": self.steps, "train_loss": tr_loss, "test_loss": te_loss,
+                             "train_acc": tr_acc, "test_acc": te_acc})
+
+    def bounds(self) -> list[float]:
+        b = float(torch.cat([self.x_train, self.x_test]).abs().max()) * 1.1
+        return [-b, b, -b, b]
+
+    @torch.no_grad()
+    def boundary(self) -> list[float]:
+        """P(class 1) on a ``grid x grid`` lattice over :meth:`bounds`, row by row in y."""
+        n = self.config["grid"]
+        xmin, xmax, ymin, ymax = self.bounds()
+        ys, xs = torch.linspace(ymin, ymax, n), torch.linspace(xmin, xmax, n)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        self.model.eval()
+        p = torch.softmax(self.model(torch.stack([xx.flatten(), yy.flatten()], 1)), 1)[:, 1]
+        return [round(v, 5) for v in p.tolist()]
+
+    def state(self) -> dict[str, Any]:
+        """Everything the page draws: history, boundary grid, layer stats, stop reason."""
+        return {"steps": self.steps, "history": self.history, "boundary": self.boundary(),
+                "grid": self.config["grid"], "bounds": self.bounds(), "stats": self.stats,
+                "stopped": self.stopped}
+
+    def data(self) -> dict[str, Any]:
+        """The points (sent once, when the run is created)."""
+        return {"train": {"x": self.x_train.tolist(), "y": self.y_train.tolist()},
+                "test": {"x": self.x_test.tolist(), "y": self.y_test.tolist()}}
