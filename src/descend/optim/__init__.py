@@ -1,0 +1,78 @@
+"""descend.optim: how a gradient becomes a step.
+
+Drop-in for ``torch.optim``: ``SGD``, ``Adagrad``, ``RMSprop``, ``Adadelta``, ``Adam``,
+``AdamW`` take torch's arguments and state names, plus what the lecture notes add
+(textbook momentum, look-ahead Nesterov, RMSProp with Nesterov, eps inside the root,
+L1, clipping, annealed gradient noise). Every optimizer is a chain of transforms
+(``chain``, ``scale_by_*``, ``add_*``, ``clip_*``) run by the :class:`Optimizer` adapter.
+
+``create(name, params, **kwargs)`` builds one by its registry name (``OPTIMIZERS``).
+"""
+
+from __future__ import annotations
+
+from descend._registry import Registry
+from descend.optim.adaptive import (
+    Adadelta, Adagrad, Adam, AdamW, RMSprop, scale_by_adadelta, scale_by_adagrad,
+    scale_by_adam, scale_by_inverse_time, scale_by_rms,
+)
+from descend.optim.core import Chain, Optimizer, Transform, chain, step_values
+from descend.optim.decay import (
+    add_decoupled_weight_decay, add_l1, add_weight_decay, decay_groups, prox_l1,
+)
+from descend.optim.gradient import add_noise, clip_by_global_norm, clip_by_value, flip_sign
+from descend.optim.momentum import SGD, momentum_step, scale_by_lr, with_extras
+
+OPTIMIZERS = Registry("optimizer")
+
+
+def _entry(name: str, cls, doc: str, **preset):
+    def factory(params, **kwargs):
+        return cls(params, **{**preset, **kwargs})
+
+    factory.__name__ = name
+    factory.__doc__ = doc
+    OPTIMIZERS.register(name, factory)
+
+
+_entry("sgd", SGD, "Plain (minibatch) gradient descent: w <- w - lr g.")
+_entry("momentum", SGD, "SGD with momentum, torch's form: b <- m b + g; w <- w - lr b (m=0.9).",
+       momentum=0.9)
+_entry("momentum_textbook", SGD, "SGD with momentum, the notes' form: v <- m v - lr g; w <- w + v.",
+       momentum=0.9, momentum_form="textbook")
+_entry("nesterov", SGD, "Nesterov momentum, reformulated (torch's nesterov=True).",
+       momentum=0.9, nesterov=True)
+_entry("nesterov_lookahead", SGD,
+       "Nesterov momentum with the gradient at w + m v (needs step(closure)).",
+       momentum=0.9, nesterov=True, lookahead=True, momentum_form="textbook")
+_entry("adagrad", Adagrad, "AdaGrad (Algorithm 8.4): w <- w - lr g / (delta + sqrt(sum g^2)).")
+_entry("rmsprop", RMSprop, "RMSProp (Algorithm 8.5), torch's defaults.")
+_entry("rmsprop_nesterov", RMSprop,
+       "RMSProp with Nesterov momentum (Algorithm 8.6), reformulated; lookahead=True for the closure form.",
+       momentum=0.9, nesterov=True, momentum_form="textbook", eps=0.0, eps_root=1e-6)
+_entry("adadelta", Adadelta, "AdaDelta: RMS of past steps over RMS of gradients.")
+_entry("adam", Adam, "Adam (Algorithm 8.7).")
+_entry("adamw", AdamW, "Adam with decoupled weight decay.")
+
+
+def create(name: str, params, **kwargs) -> Optimizer:
+    """Build the optimizer registered as ``name`` (see ``OPTIMIZERS.names()``).
+
+    Example:
+        >>> import torch
+        >>> opt = create("nesterov", [torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+        >>> type(opt).__name__, opt.defaults["momentum"], opt.defaults["nesterov"]
+        ('SGD', 0.9, True)
+    """
+    return OPTIMIZERS.create(name, params, **kwargs)
+
+
+__all__ = [
+    "OPTIMIZERS", "create", "Optimizer", "Transform", "Chain", "chain", "step_values",
+    "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW",
+    "scale_by_lr", "momentum_step", "scale_by_adagrad", "scale_by_inverse_time",
+    "scale_by_rms", "scale_by_adadelta", "scale_by_adam",
+    "flip_sign", "clip_by_value", "clip_by_global_norm", "add_noise",
+    "add_weight_decay", "add_decoupled_weight_decay", "add_l1", "prox_l1", "decay_groups",
+    "with_extras",
+]

@@ -1,0 +1,303 @@
+"""The optimizer core: transforms on lists of tensors, ``chain``, and the adapter that
+turns a chain into a real ``torch.optim.Optimizer``.
+
+Every method of the notes is the same loop::
+
+    g  -> (sign flip, clipping, noise, L2 / L1 terms)   # gradient transforms
+       -> (velocity, squared-gradient averages, bias correction)  # preconditioners
+       -> scale by the learning rate                      # scale_by_lr / momentum_step
+       -> (decoupled weight decay, proximal L1)           # terms on the final step
+    w <- w + update
+
+A :class:`Transform` reads its hyperparameters from the parameter group at every
+step (so torch's LR schedulers and ``OneCycleLR`` momentum cycling work), and keeps
+its state in the per-parameter dict ``optimizer.state[p]`` under stable names
+(``exp_avg``, ``momentum_buffer``, ...), the same names torch uses.
+
+Conventions: the updates a transform receives are owned by the chain (never the
+gradients themselves), so a transform may change them in place; a transform never
+returns its own state tensors. The final updates are *added* to the parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from descend._validation import check_bool, check_no_unknown, fail
+
+__all__ = ["Transform", "Chain", "chain", "Optimizer", "step_values"]
+
+
+def _scalar_dtype() -> torch.dtype:
+    # Same rule as torch.optim for the `step` counters.
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def step_values(state: Sequence[dict]) -> list[float]:
+    """The step counter of each parameter (1 at the first update), as Python floats."""
+    return [float(st["step"]) for st in state]
+
+
+class Transform:
+    """One stage of an optimizer: ``init(params) -> state``, ``update(...) -> updates``.
+
+    Subclasses set ``defaults`` (the hyperparameters they read from the parameter group,
+    with their default values), implement ``update`` and, when they have arguments to
+    check, ``validate``. A transform built with keyword arguments
+    (``scale_by_adam(betas=(0.9, 0.99))``) takes them as its defaults.
+
+    ``update(updates, state, params, hyper)``:
+      updates  list of tensors, one per parameter (the chain's working copy);
+      state    list of per-parameter dicts (shared by all transforms of a chain);
+      params   the parameters (read only);
+      hyper    the parameter group (``lr``, ``betas``, ...), read at every step.
+    """
+
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, **hyper):
+        unknown = {k: v for k, v in hyper.items() if k not in type(self).defaults}
+        check_no_unknown(type(self).__name__, unknown)
+        self.defaults = {**type(self).defaults, **hyper}
+        self.validate(self.defaults)
+
+    def init(self, params: Sequence[Tensor], hyper: Mapping[str, Any] | None = None) -> list[dict]:
+        """Fresh per-parameter state; most transforms create theirs lazily in ``update``."""
+        return [{} for _ in params]
+
+    def update(self, updates: list[Tensor], state: list[dict], params: list[Tensor],
+               hyper: Mapping[str, Any]) -> list[Tensor]:
+        raise NotImplementedError
+
+    def validate(self, hyper: Mapping[str, Any]) -> None:
+        """Raise ``ValueError``/``TypeError`` for a bad hyperparameter in ``hyper``."""
+
+    def uses_step(self, hyper: Mapping[str, Any]) -> bool:
+        """Whether this transform reads ``state['step']`` under ``hyper``."""
+        return False
+
+    def lookahead_shift(self, state: list[dict], params: list[Tensor],
+                        hyper: Mapping[str, Any]) -> list[Tensor] | None:
+        """Where the gradient should be evaluated, as a shift of the parameters, or None."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Chain(Transform):
+    """Transforms applied one after the other; see :func:`chain`."""
+
+    def __init__(self, *transforms: Transform):
+        for t in transforms:
+            if not isinstance(t, Transform):
+                fail("transforms", "Transform instances", t, TypeError)
+        self.transforms = tuple(transforms)
+        self.defaults = {}
+        for t in self.transforms:
+            for k, v in t.defaults.items():
+                self.defaults.setdefault(k, v)
+
+    def init(self, params, hyper=None):
+        hyper = self.defaults if hyper is None else hyper
+        state = [{} for _ in params]
+        for t in self.transforms:
+            for st, sub in zip(state, t.init(params, hyper)):
+                st.update(sub)
+        return state
+
+    def validate(self, hyper):
+        for t in self.transforms:
+            t.validate(hyper)
+
+    def uses_step(self, hyper):
+        return any(t.uses_step(hyper) for t in self.transforms)
+
+    def update(self, updates, state, params, hyper):
+        """Run every transform in order; counts the step first when any transform needs it."""
+        if self.uses_step(hyper):
+            steps = []
+            for st, p in zip(state, params):
+                if "step" not in st:
+                    st["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+                steps.append(st["step"])
+            for s in steps:
+                s.add_(1)
+        for t in self.transforms:
+            updates = t.update(updates, state, params, hyper)
+        return updates
+
+    def lookahead_shift(self, state, params, hyper):
+        for t in self.transforms:
+            shift = t.lookahead_shift(state, params, hyper)
+            if shift is not None:
+                return shift
+        return None
+
+    def __repr__(self):
+        return "chain(" + ", ".join(repr(t) for t in self.transforms) + ")"
+
+
+def chain(*transforms: Transform) -> Chain:
+    """Compose transforms: the updates of one are the input of the next.
+
+    The hyperparameters of the chain are the union of its transforms' (the first
+    default wins); the state of every parameter is one dict shared by all of them.
+
+    Example:
+        >>> import torch
+        >>> from descend.optim import chain, scale_by_adam, scale_by_lr, clip_by_global_norm
+        >>> tx = chain(clip_by_global_norm(clip_norm=1.0), scale_by_adam(), scale_by_lr(lr=0.1))
+        >>> w = torch.ones(3)
+        >>> state = tx.init([w])
+        >>> (u,) = tx.update([torch.full((3,), 10.0)], state, [w], tx.defaults)
+        >>> w += u                      # one Adam step of size lr on the clipped gradient
+        >>> round(float(w[0]), 4)
+        0.9
+    """
+    return Chain(*transforms)
+
+
+def _check_group_keys(where: str, group: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    allowed = set(allowed) | {"params", "initial_lr", "param_names"}
+    check_no_unknown(where, {k: v for k, v in group.items() if k not in allowed})
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Turn a transform (usually a :func:`chain`) into a ``torch.optim.Optimizer``.
+
+    ``param_groups`` hold the hyperparameters, read at every step, so torch's LR
+    schedulers (including ``OneCycleLR`` with ``cycle_momentum`` and
+    ``ReduceLROnPlateau``) and ``torch.amp.GradScaler`` work unchanged. State lives in
+    ``self.state[p]`` under the transforms' stable names; ``state_dict`` /
+    ``load_state_dict`` / ``zero_grad`` / ``add_param_group`` are torch's.
+
+    Args:
+        params: parameters or parameter groups (dicts), as for any torch optimizer.
+        transform: the transform to run (a single transform is wrapped in a chain).
+        **hyper: default hyperparameters; each must be one the transform reads.
+
+    Example:
+        >>> import torch
+        >>> from descend.optim import Optimizer, chain, scale_by_rms, momentum_step
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        >>> opt = Optimizer([w], chain(scale_by_rms(), momentum_step()), lr=0.01, momentum=0.9)
+        >>> (w ** 2).sum().backward(); _ = opt.step()
+        >>> opt.param_groups[0]["momentum"]
+        0.9
+
+    Differs from torch: ``step(closure)`` is required when a group uses look-ahead
+    Nesterov (``lookahead=True``): the gradient is evaluated at the look-ahead point.
+    """
+
+    def __init__(self, params, transform: Transform, **hyper):
+        if not isinstance(transform, Transform):
+            fail("transform", "a Transform", transform, TypeError)
+        if not isinstance(transform, Chain):
+            transform = Chain(transform)
+        unknown = {k: v for k, v in hyper.items() if k not in transform.defaults}
+        check_no_unknown(type(self).__name__, unknown)
+        defaults = {**transform.defaults, **hyper}
+        transform.validate(defaults)
+        self.transform = transform
+        super().__init__(params, defaults)
+
+    # -- torch API -------------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group; its hyperparameters are checked like the constructor's."""
+        if isinstance(param_group, dict):
+            _check_group_keys("param group", param_group, self.defaults)
+        super().add_param_group(param_group)
+        self.transform.validate(self.param_groups[-1])
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        # A state dict saved by torch (or an older version) may lack our keys.
+        for group in self.param_groups:
+            for k, v in self.defaults.items():
+                group.setdefault(k, v)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        """One update of every parameter that has a gradient; returns the closure's loss."""
+        loss = None
+        if closure is None and any(g.get("lookahead", False) for g in self.param_groups):
+            raise ValueError(
+                "`closure` must be given when lookahead=True (the gradient is "
+                "evaluated at the look-ahead point w + momentum * v). Received: closure=None"
+            )
+        shifted = self._shift_to_lookahead()
+        if shifted:
+            try:
+                with torch.enable_grad():
+                    loss = closure()
+            finally:
+                self._restore(shifted)
+        elif closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, state = [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                params.append(p)
+                grads.append(p.grad)
+                state.append(self.state[p])
+            if params:
+                self._update_group(group, params, grads, state)
+        return loss
+
+    # -- the one dispatch point ------------------------------------------------------
+    def _update_group(self, group: dict, params: list[Tensor], grads: list[Tensor],
+                      state: list[dict]) -> None:
+        """How a chain's update is executed: the single place to add fast backends.
+
+        The reference path runs the chain on the whole group with multi-tensor
+        (``torch._foreach_*``) operations, in the parameters' own dtype. A fast backend
+        must give the same results as this path (and be tested equal to it).
+        """
+        updates = [g.clone() for g in grads]
+        updates = self.transform.update(updates, state, params, group)
+        torch._foreach_add_(params, updates)
+
+    # -- look-ahead (Nesterov evaluated at w + a v) -----------------------------------
+    def _shift_to_lookahead(self) -> list[tuple[Tensor, Tensor]]:
+        saved = []
+        for group in self.param_groups:
+            if not group.get("lookahead", False):
+                continue
+            params = [p for p in group["params"] if self.state[p]]
+            if not params:
+                continue
+            shift = self.transform.lookahead_shift([self.state[p] for p in params], params, group)
+            if shift is None:
+                continue
+            for p, s in zip(params, shift):
+                saved.append((p, p.detach().clone()))
+                p.add_(s)
+        return saved
+
+    @staticmethod
+    def _restore(saved: list[tuple[Tensor, Tensor]]) -> None:
+        with torch.no_grad():
+            for p, w in saved:
+                p.copy_(w)
+
+
+def check_torch_flags(where: str, *, foreach=None, capturable=False, differentiable=False,
+                      fused=None) -> None:
+    """Check torch's implementation flags: accepted for drop-in use, not all supported."""
+    if foreach is not None:
+        check_bool("foreach", foreach)
+    if capturable is not False:
+        fail("capturable", "False (CUDA-graph capture is not supported)", capturable)
+    if differentiable is not False:
+        fail("differentiable", "False (the update is not differentiable)", differentiable)
+    if fused not in (None, False):
+        fail("fused", "None or False (no fused backend is installed)", fused)

@@ -1,0 +1,192 @@
+"""Gradient descent and momentum: the learning-rate step, momentum in both textbook
+formulations, Nesterov (reformulated, and evaluated at the look-ahead point), and the
+``SGD`` optimizer with torch's signature.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from descend._validation import check_bool, check_choice, check_range, fail
+from descend.optim.core import Chain, Optimizer, Transform, check_torch_flags
+from descend.optim.decay import add_decoupled_weight_decay, add_l1, add_weight_decay, prox_l1
+from descend.optim.gradient import add_noise, clip_by_global_norm, clip_by_value, flip_sign
+
+__all__ = ["scale_by_lr", "momentum_step", "with_extras", "SGD"]
+
+
+class scale_by_lr(Transform):
+    """The gradient step: multiply the update by ``-lr``.
+
+    Math (notes 000/001): theta <- theta - eps * g.  Args: lr=1e-3.
+
+    Example:
+        >>> import torch
+        >>> scale_by_lr(lr=0.1).update([torch.ones(2)], [{}], [torch.zeros(2)], {"lr": 0.1})
+        [tensor([-0.1000, -0.1000])]
+    """
+
+    defaults = {"lr": 1e-3}
+
+    def validate(self, hyper):
+        check_range("lr", hyper["lr"], ge=0)
+
+    def update(self, updates, state, params, hyper):
+        torch._foreach_mul_(updates, -hyper["lr"])
+        return updates
+
+
+_FORMS = ("torch", "textbook")
+
+
+class momentum_step(Transform):
+    """Momentum (either formulation) and the learning-rate step, in one stage.
+
+    Math, ``momentum_form="torch"`` (note 002: v = b v + g; w -= lr v)::
+
+        b <- m b + (1 - dampening) g      (b = g at the first step)
+        step = -lr (g + m b)  if nesterov else  -lr b
+
+    ``momentum_form="textbook"`` (notes 000/001: v = a v - lr g; w += v)::
+
+        v <- m v - lr g
+        step = m v - lr g     if nesterov else  v
+
+    The two forms give the same trajectory at constant lr (v = -lr b); they differ
+    when lr changes: the textbook velocity keeps the old learning rates inside it.
+    With ``lookahead=True`` (and ``nesterov=True``) the gradient is evaluated at the
+    look-ahead point w + m v (w - lr m b in the torch form) by ``step(closure)``, as in
+    Algorithm 3 of note 001 and Sutskever et al. (2013); the update is then plain
+    momentum. The reformulated Nesterov step stores w + m v instead of w and needs no
+    closure; both give the same sequence of look-ahead points.
+    Args: lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
+    momentum_form="torch", lookahead=False. State: ``momentum_buffer`` (torch form,
+    torch's name) or ``velocity`` (textbook form).
+
+    Example:
+        >>> import torch
+        >>> tx = momentum_step(lr=0.1, momentum=0.9, momentum_form="textbook")
+        >>> st = [{}]
+        >>> tx.update([torch.ones(1)], st, [torch.zeros(1)], tx.defaults)
+        [tensor([-0.1000])]
+        >>> tx.update([torch.ones(1)], st, [torch.zeros(1)], tx.defaults)
+        [tensor([-0.1900])]
+
+    Reference: Polyak (1964); Sutskever, Martens, Dahl, Hinton (2013), On the
+    importance of initialization and momentum in deep learning.
+    """
+
+    defaults = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
+                "momentum_form": "torch", "lookahead": False}
+
+    def validate(self, hyper):
+        check_range("lr", hyper["lr"], ge=0)
+        check_range("momentum", hyper["momentum"], ge=0, le=1)
+        check_range("dampening", hyper["dampening"], ge=0, le=1)
+        check_bool("nesterov", hyper["nesterov"])
+        check_choice("momentum_form", hyper["momentum_form"], _FORMS)
+        check_bool("lookahead", hyper["lookahead"])
+        if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
+            fail("nesterov", f"False when momentum <= 0 or dampening != 0 (momentum="
+                 f"{hyper['momentum']}, dampening={hyper['dampening']})", hyper["nesterov"])
+        if hyper["lookahead"] and not hyper["nesterov"]:
+            fail("lookahead", "False unless nesterov=True", hyper["lookahead"])
+
+    def update(self, updates, state, params, hyper):
+        lr, m = hyper["lr"], hyper["momentum"]
+        nesterov = hyper["nesterov"] and not hyper["lookahead"]
+        if m == 0:
+            torch._foreach_mul_(updates, -lr)
+            return updates
+        if hyper["momentum_form"] == "torch":
+            old_b, old_u, bufs = [], [], []
+            for st, u in zip(state, updates):
+                b = st.get("momentum_buffer")
+                if b is None:
+                    b = st["momentum_buffer"] = u.clone()
+                else:
+                    old_b.append(b)
+                    old_u.append(u)
+                bufs.append(b)
+            if old_b:
+                torch._foreach_mul_(old_b, m)
+                torch._foreach_add_(old_b, old_u, alpha=1 - hyper["dampening"])
+            if nesterov:
+                torch._foreach_add_(updates, bufs, alpha=m)
+                torch._foreach_mul_(updates, -lr)
+                return updates
+            return torch._foreach_mul(bufs, -lr)
+        vel = []
+        for st, u in zip(state, updates):
+            if st.get("velocity") is None:
+                st["velocity"] = torch.zeros_like(u)
+            vel.append(st["velocity"])
+        torch._foreach_mul_(vel, m)
+        torch._foreach_add_(vel, updates, alpha=-lr)
+        if nesterov:
+            torch._foreach_mul_(updates, -lr)
+            torch._foreach_add_(updates, vel, alpha=m)
+            return updates
+        return [v.clone() for v in vel]
+
+    def lookahead_shift(self, state, params, hyper):
+        if not (hyper["nesterov"] and hyper["lookahead"]):
+            return None
+        m = hyper["momentum"]
+        if hyper["momentum_form"] == "torch":
+            return [st["momentum_buffer"] * (-hyper["lr"] * m) if "momentum_buffer" in st
+                    else torch.zeros_like(p) for st, p in zip(state, params)]
+        return [st["velocity"] * m if "velocity" in st else torch.zeros_like(p)
+                for st, p in zip(state, params)]
+
+
+def with_extras(*core: Transform) -> Chain:
+    """The chain every named optimizer uses: gradient transforms, ``core``, step terms.
+
+    Order: maximize sign flip, clip by value, clip by global norm, annealed noise,
+    coupled L2, L1 subgradient, then ``core`` (preconditioner and lr step), then
+    decoupled weight decay and the proximal L1 step. Off by default, each is enabled
+    by its keyword: clip_value, clip_norm (clip_norm_type), grad_noise
+    (grad_noise_gamma), weight_decay (decoupled_weight_decay, weight_decay_exclude),
+    l1 (l1_mode).
+    """
+    return Chain(flip_sign(), clip_by_value(), clip_by_global_norm(), add_noise(),
+                 add_weight_decay(), add_l1(), *core, add_decoupled_weight_decay(), prox_l1())
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov and weight decay (torch's API).
+
+    Math (notes 000/001, torch form): b <- m b + (1 - d) (g + wd w);
+    w <- w - lr (g + m b) with nesterov, else w <- w - lr b; plain SGD when m = 0
+    (w <- w - lr g: batch, stochastic or minibatch GD depending on the batch).
+
+    Args:
+        params: parameters or groups.  lr=1e-3, momentum=0, dampening=0,
+        weight_decay=0, nesterov=False: as torch.  maximize=False, foreach=None
+        (accepted; the reference path always uses multi-tensor ops),
+        differentiable=False and fused=None (only these values are supported).
+        momentum_form="torch" | "textbook" (v = m v - lr g; w += v), lookahead=False
+        (gradient at w + m v via ``step(closure)``), decoupled_weight_decay=False,
+        and the cross-cutting keywords of :func:`with_extras`.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> opt = SGD([w], lr=0.1, momentum=0.9, nesterov=True)
+        >>> (w ** 2).sum().backward(); _ = opt.step()
+        >>> round(float(w), 4)   # 1 - 0.1 * (2 + 0.9 * 2)
+        0.62
+
+    Differs from torch: the extra keywords; ``momentum`` must be in [0, 1].
+    Reference: Robbins & Monro (1951); Polyak (1964); Nesterov (1983).
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None, momentum_form="torch", lookahead=False, **extras):
+        check_torch_flags("SGD", foreach=foreach, differentiable=differentiable, fused=fused)
+        super().__init__(params, with_extras(momentum_step()), lr=lr, momentum=momentum,
+                         dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                         maximize=maximize, momentum_form=momentum_form, lookahead=lookahead,
+                         **extras)
