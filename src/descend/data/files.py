@@ -1,0 +1,275 @@
+"""Readers for the standard files a user downloads: IDX (MNIST, Fashion-MNIST) and CIFAR-10 binary.
+
+Nothing is downloaded. Files are looked up in a directory the user gives, checked
+(checksums of the official archives where known, then structure: magic numbers, sizes,
+counts, label ranges) and every failure names the file and what is wrong.
+
+Checksums recorded here: SHA-256 of the four official MNIST ``.gz`` archives and MD5 of
+the four official Fashion-MNIST ``.gz`` archives (the digests their distributors and
+torchvision publish). Uncompressed IDX files and the CIFAR-10 ``.bin`` batches have no
+published digest; for them ``verify=True`` checks the official counts and shapes
+(60000/10000 images of 28x28; 10000 records of 3073 bytes per batch) and the label range.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from descend._validation import check_bool, check_choice
+
+# IDX type codes -> big-endian numpy dtypes (LeCun's IDX format description).
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+# Digests of the official .gz archives: (algorithm, hex digest).
+OFFICIAL_DIGESTS = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": ("sha256", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        "train-labels-idx1-ubyte.gz": ("sha256", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        "t10k-images-idx3-ubyte.gz": ("sha256", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        "t10k-labels-idx1-ubyte.gz": ("sha256", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": ("md5", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        "train-labels-idx1-ubyte.gz": ("md5", "25c81989df183df01b3e8a0aad5dffbe"),
+        "t10k-images-idx3-ubyte.gz": ("md5", "bef4ecab320f06d8554ea6380940ec79"),
+        "t10k-labels-idx1-ubyte.gz": ("md5", "bb300cfdad3c16e7a12a480ee83cd310"),
+    },
+}
+
+# Official shapes of the IDX arrays (the same for MNIST and Fashion-MNIST).
+IDX_SHAPES = {
+    "train_images": (60000, 28, 28), "train_labels": (60000,),
+    "test_images": (10000, 28, 28), "test_labels": (10000,),
+}
+
+CIFAR10_TRAIN = [f"data_batch_{i}.bin" for i in range(1, 6)]
+CIFAR10_TEST = "test_batch.bin"
+CIFAR10_RECORD = 1 + 3 * 32 * 32
+CIFAR10_PER_BATCH = 10000
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
+
+
+class DataFileError(ValueError):
+    """A data file is missing, corrupt or not the expected one (the message names it)."""
+
+
+class RawSplits(NamedTuple):
+    """Official train/test arrays as stored in the files (uint8 images, int64 labels)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list
+
+
+def file_digest(path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB blocks.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "f"); _ = open(p, "wb").write(b"abc")
+        >>> file_digest(p)[:16]
+        'ba7816bf8f01cfea'
+    """
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_digest(path, algorithm: str, expected: str) -> None:
+    """Raise :class:`DataFileError` naming ``path`` if its digest is not ``expected``."""
+    got = file_digest(path, algorithm)
+    if got != expected:
+        raise DataFileError(
+            f"{path}: {algorithm} checksum mismatch: got {got}, expected {expected} (the "
+            f"official file). The file is corrupt, truncated or a different version; "
+            f"download it again, or pass verify=False to load a modified copy.")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: file not found") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataFileError(f"{path}: cannot decompress ({type(e).__name__}: {e}); the "
+                            f"gzip file is corrupt or truncated") from None
+
+
+def load_idx(path, *, expected_shape: tuple | None = None, digest: tuple | None = None) -> np.ndarray:
+    """Read one IDX file (``.gz`` or not) into a numpy array of its stored type.
+
+    Format: 2 zero bytes, a type code (0x08 uint8 ... 0x0E float64), the number of
+    dimensions ``d``, then ``d`` big-endian uint32 sizes, then the data, big-endian.
+
+    Args:
+        path: the file.
+        expected_shape: if given, the array must have this shape.
+        digest: if given, ``(algorithm, hex)`` the file must match (checked first).
+
+    Raises:
+        DataFileError: naming the file: missing, checksum mismatch, bad magic number,
+        unknown type code, truncated or trailing data, unexpected shape.
+
+    Example:
+        >>> import tempfile, os, struct
+        >>> p = os.path.join(tempfile.mkdtemp(), "x-idx1-ubyte")
+        >>> _ = open(p, "wb").write(struct.pack(">BBBBI", 0, 0, 8, 1, 3) + bytes([7, 8, 9]))
+        >>> load_idx(p).tolist()
+        [7, 8, 9]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: file not found")
+    if digest is not None:
+        verify_digest(path, *digest)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise DataFileError(f"{path}: truncated IDX file ({len(data)} bytes, the header needs 4)")
+    zero, code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+        raise DataFileError(
+            f"{path}: not an IDX file (magic number 0x{data[:4].hex()}; expected 0x0000 then a "
+            f"type code in {sorted(hex(c) for c in _IDX_DTYPES)} and a dimension count >= 1)")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataFileError(f"{path}: truncated IDX header ({len(data)} bytes, expected {header})")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "trailing data"
+        raise DataFileError(f"{path}: {what}: header says shape {tuple(shape)} of {dtype.name} "
+                            f"({expected} bytes), file has {len(data)} bytes")
+    if expected_shape is not None and tuple(shape) != tuple(expected_shape):
+        raise DataFileError(f"{path}: shape {tuple(shape)}, expected {tuple(expected_shape)}")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find(root: Path, names: list[str], subdirs: list[str], what: str) -> Path:
+    """The first existing ``root/sub/name``; a clear error listing what was expected."""
+    if not root.is_dir():
+        raise DataFileError(f"{what}: data directory {root} does not exist; expected it to "
+                            f"hold: {', '.join(names)}")
+    for sub in subdirs:
+        for name in names:
+            p = root / sub / name
+            if p.is_file():
+                return p
+    places = ", ".join(str(root / s) if s else str(root) for s in subdirs)
+    raise DataFileError(f"{what}: none of {', '.join(names)} found in {places}")
+
+
+def load_idx_dataset(root, dataset: str = "mnist", *, verify: bool = True) -> RawSplits:
+    """The four IDX files of MNIST or Fashion-MNIST from ``root`` (``.gz`` or uncompressed).
+
+    Looks in ``root``, ``root/raw`` and ``root/<MNIST|FashionMNIST>/raw`` (torchvision's
+    layout). With ``verify=True``: official digests of ``.gz`` archives, official shapes
+    (60000 and 10000 images of 28x28) and labels in 0..9; with ``verify=False``: the
+    structure and label range only (for subsets or re-packed copies).
+
+    Example:
+        >>> load_idx_dataset("/nonexistent")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        descend.data.files.DataFileError: mnist: data directory /nonexistent does not exist; ...
+    """
+    check_choice("dataset", dataset, list(OFFICIAL_DIGESTS))
+    check_bool("verify", verify)
+    root = Path(root)
+    subdirs = ["", "raw", ("MNIST" if dataset == "mnist" else "FashionMNIST") + "/raw"]
+    arrays = {}
+    for key, stem in IDX_FILES.items():
+        p = _find(root, [stem + ".gz", stem], subdirs, dataset)
+        digest = OFFICIAL_DIGESTS[dataset].get(p.name) if verify else None
+        arrays[key] = load_idx(p, digest=digest,
+                               expected_shape=IDX_SHAPES[key] if verify else None)
+        if key.endswith("images") and (arrays[key].ndim != 3 or arrays[key].dtype != np.uint8):
+            raise DataFileError(f"{p}: expected uint8 images of shape (N, H, W), got "
+                                f"{arrays[key].dtype} {arrays[key].shape}")
+        if key.endswith("labels"):
+            y = arrays[key]
+            if y.ndim != 1 or (y.size and (y.min() < 0 or y.max() > 9)):
+                raise DataFileError(f"{p}: expected a 1-D array of labels in 0..9, got shape "
+                                    f"{y.shape} with range [{y.min()}, {y.max()}]")
+            paired = arrays[key.replace("labels", "images")]
+            if len(paired) != len(y):
+                raise DataFileError(f"{p}: {len(y)} labels for {len(paired)} images")
+    names = ([str(i) for i in range(10)] if dataset == "mnist" else
+             ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+              "Sneaker", "Bag", "Ankle boot"])
+    return RawSplits(arrays["train_images"], arrays["train_labels"].astype(np.int64),
+                     arrays["test_images"], arrays["test_labels"].astype(np.int64), names)
+
+
+def _read_cifar_batch(path: Path, verify: bool) -> tuple[np.ndarray, np.ndarray]:
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0 or data.size % CIFAR10_RECORD:
+        raise DataFileError(f"{path}: {data.size} bytes is not a whole number of "
+                            f"{CIFAR10_RECORD}-byte records (1 label + 3x32x32 pixels); the file "
+                            f"is truncated or not a CIFAR-10 binary batch")
+    records = data.reshape(-1, CIFAR10_RECORD)
+    if verify and len(records) != CIFAR10_PER_BATCH:
+        raise DataFileError(f"{path}: {len(records)} records, expected {CIFAR10_PER_BATCH} "
+                            f"(official batch); pass verify=False to load a subset")
+    y = records[:, 0].astype(np.int64)
+    if y.max() > 9:
+        bad = int(np.argmax(y > 9))
+        raise DataFileError(f"{path}: record {bad} has label {y[bad]}, expected 0..9; the file "
+                            f"is corrupt or not a CIFAR-10 batch (CIFAR-100 has 2 label bytes)")
+    return records[:, 1:].reshape(-1, 3, 32, 32).copy(), y
+
+
+def load_cifar10(root, *, verify: bool = True) -> RawSplits:
+    """CIFAR-10 from its binary version (``data_batch_1..5.bin``, ``test_batch.bin``).
+
+    Looks in ``root`` and ``root/cifar-10-batches-bin`` (the archive's folder). Each record
+    is 1 label byte and 3072 pixel bytes (1024 red, 1024 green, 1024 blue, row-major), so
+    images come out as ``(N, 3, 32, 32)`` uint8. Class names are read from
+    ``batches.meta.txt`` when present. No digests are published for the individual
+    batches: ``verify=True`` checks 10000 records per batch; both modes check sizes and
+    labels.
+
+    Example:
+        >>> load_cifar10("/nonexistent")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        descend.data.files.DataFileError: cifar10: data directory /nonexistent does not exist; ...
+    """
+    check_bool("verify", verify)
+    root = Path(root)
+    subdirs = ["", "cifar-10-batches-bin"]
+    xs, ys = [], []
+    for name in CIFAR10_TRAIN:
+        x, y = _read_cifar_batch(_find(root, [name], subdirs, "cifar10"), verify)
+        xs.append(x)
+        ys.append(y)
+    test_path = _find(root, [CIFAR10_TEST], subdirs, "cifar10")
+    x_test, y_test = _read_cifar_batch(test_path, verify)
+    names = list(CIFAR10_CLASSES)
+    meta = test_path.parent / "batches.meta.txt"
+    if meta.is_file():
+        lines = [ln.strip() for ln in meta.read_text().splitlines() if ln.strip()]
+        if len(lines) != 10:
+            raise DataFileError(f"{meta}: {len(lines)} class names, expected 10")
+        names = lines
+    return RawSplits(np.concatenate(xs), np.concatenate(ys), x_test, y_test, names)
