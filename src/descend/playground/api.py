@@ -41,7 +41,8 @@ def _bad(where: str, e: Exception) -> ApiError:
 
 def parse_value(text: Any) -> Any:
     """Read a typed field: bool, int, float (``nan``/``inf`` included), a list of numbers
-    (``"0.9, 0.999"``) or else the text itself. JSON values pass through unchanged.
+    (``"0.9, 0.999"``), ``None`` (blank, ``none``, ``null``) or else the text itself.
+    JSON values pass through unchanged.
 
     >>> parse_value("1e-3"), parse_value("0.9, 0.999"), parse_value("true")
     (0.001, [0.9, 0.999], True)
@@ -49,6 +50,8 @@ def parse_value(text: Any) -> Any:
     if not isinstance(text, str):
         return text
     s = text.strip()
+    if s.lower() in ("", "none", "null"):
+        return None
     if s.lower() in ("true", "false"):
         return s.lower() == "true"
     for conv in (int, float):
@@ -178,11 +181,11 @@ def race_request(body: dict[str, Any]) -> dict[str, Any]:
             check_no_unknown(where, {k: v for k, v in r.items()
                                      if k not in ("name", "hyper", "schedule")})
             where = f"optimizers[{i}] ({r.get('name')})"
-            sch = r.get("schedule") or {"name": "constant"}
+            sch = r.get("schedule") or {"name": "none"}
             if not isinstance(sch, dict):
                 fail("schedule", "an object {name, hyper}", sch, TypeError)
             runs.append(race.run(fn, start, minima, r.get("name"), _hyper(where, r.get("hyper", {})),
-                                 steps, sch.get("name", "constant"),
+                                 steps, sch.get("name", "none"),
                                  _hyper(where, sch.get("hyper", {}))))
         except (ValueError, TypeError) as e:
             raise _bad(where, e) from e

@@ -20,9 +20,16 @@ from torch import nn
 
 from descend._validation import check_choice, check_real
 
-# Arguments of torch's optimizers that select an implementation, not the math.
+# Keys of a param group that select an implementation, not the math (never shown).
 _IMPLEMENTATION_ARGS = {"foreach", "maximize", "capturable", "differentiable", "fused",
-                        "params", "decoupled_weight_decay"}
+                        "params", "initial_lr"}
+# Shown folded under "more" on the page: cross-cutting extras of every optimizer.
+ADVANCED = {"clip_value", "clip_norm", "clip_norm_type", "grad_noise", "grad_noise_gamma",
+            "decoupled_weight_decay", "weight_decay_exclude", "l1", "l1_mode", "eps_root",
+            "lookahead", "momentum_form", "dampening", "lr_decay", "initial_accumulator_value"}
+# Schedules offered for the learning rate: pure functions of the step with number args.
+LR_SCHEDULES = ("cosine", "cyclical", "exponential", "inverse_time", "linear_to",
+                "step_decay", "triangular")
 
 
 def _try(module: str):
@@ -30,6 +37,14 @@ def _try(module: str):
         return importlib.import_module(module)
     except ImportError:
         return None
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.tolist()
+    if isinstance(v, tuple):
+        v = list(v)
+    return v
 
 
 # ------------------------------------------------------------------ optimizers
@@ -53,33 +68,24 @@ def optimizer_factories() -> dict[str, Any]:
     return {name: mod.OPTIMIZERS.get(name) for name in mod.OPTIMIZERS.names()}
 
 
-def _hyper_spec(factory) -> list[dict[str, Any]]:
-    """The tunable keyword arguments of ``factory`` with their defaults (for the page)."""
-    out = []
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):
-        return out
-    for p in sig.parameters.values():
-        if p.name in _IMPLEMENTATION_ARGS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        d = p.default
-        if d is inspect.Parameter.empty:
-            continue
-        if isinstance(d, torch.Tensor):
-            d = d.item()
-        if isinstance(d, bool) or isinstance(d, (int, float)) or isinstance(d, str) or \
-                (isinstance(d, tuple) and all(isinstance(v, (int, float)) for v in d)):
-            out.append({"name": p.name, "default": list(d) if isinstance(d, tuple) else d})
-    return out
-
-
 def optimizer_specs() -> list[dict[str, Any]]:
-    """For each optimizer: its name, first doc line and tunable hyperparameters."""
+    """For each optimizer: name, first doc line and hyperparameters with their defaults.
+
+    The defaults are read from the param group of an optimizer built on a dummy
+    parameter, so presets of registry entries (``momentum=0.9`` of ``nesterov``) show.
+    """
     specs = []
     for name, f in sorted(optimizer_factories().items()):
+        probe = [torch.zeros(1, requires_grad=True)]
+        try:
+            group = f(probe).param_groups[0]
+        except (TypeError, ValueError):  # an optimizer without a default lr
+            group = f(probe, lr=0.01).param_groups[0]
+        hyper = [{"name": k, "default": _jsonable(v), "advanced": k in ADVANCED}
+                 for k, v in group.items() if k not in _IMPLEMENTATION_ARGS]
+        hyper.sort(key=lambda h: (h["advanced"], h["name"] != "lr"))
         doc = (inspect.getdoc(f) or "").splitlines()
-        specs.append({"name": name, "doc": doc[0] if doc else "", "hyper": _hyper_spec(f)})
+        specs.append({"name": name, "doc": doc[0] if doc else "", "hyper": hyper})
     return specs
 
 
@@ -108,64 +114,93 @@ def create_optimizer(name: str, params, hyper: dict[str, Any]):
 
 # ------------------------------------------------------------------ schedules
 
+def _arg_spec(factory) -> list[dict[str, Any]]:
+    """Keyword arguments of a schedule factory; required ones get ``default: None``."""
+    out = []
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        d = None if p.default is inspect.Parameter.empty else _jsonable(p.default)
+        out.append({"name": p.name, "default": d, "advanced": False})
+    return out
+
+
 def schedule_specs() -> list[dict[str, Any]]:
-    """Schedules offered for ``lr`` (``constant`` = none), with their arguments."""
-    specs = [{"name": "constant", "doc": "the learning rate stays as set", "hyper": []}]
+    """Schedules offered for ``lr`` (``none`` keeps it as set), with their arguments.
+
+    A blank ``e0`` (the initial value) is filled with the optimizer's ``lr``.
+    """
+    specs = [{"name": "none", "doc": "the learning rate stays as set", "hyper": []}]
     mod = _try("descend.schedules")
     if mod is None or not hasattr(mod, "SCHEDULES"):
         return specs
-    for name in mod.SCHEDULES.names():
-        f = mod.SCHEDULES.get(name)
-        doc = (inspect.getdoc(f) or "").splitlines()
-        specs.append({"name": name, "doc": doc[0] if doc else "", "hyper": _hyper_spec(f)})
+    for name in LR_SCHEDULES:
+        if name in mod.SCHEDULES:
+            f = mod.SCHEDULES.get(name)
+            doc = (inspect.getdoc(f) or "").splitlines()
+            specs.append({"name": name, "doc": doc[0] if doc else "", "hyper": _arg_spec(f)})
     return specs
 
 
 def attach_schedule(optimizer, name: str, hyper: dict[str, Any]):
-    """A scheduler driving ``lr`` of ``optimizer`` (``None`` for ``constant``)."""
-    names = [s["name"] for s in schedule_specs()]
-    check_choice("schedule", name, names)
-    if name == "constant":
+    """A ``descend.schedules.Scheduler`` driving ``lr`` of ``optimizer`` (``None`` for none)."""
+    check_choice("schedule", name, [s["name"] for s in schedule_specs()])
+    if name == "none":
         return None
     mod = importlib.import_module("descend.schedules")
-    sched = mod.SCHEDULES.create(name, **hyper)
-    return mod.Scheduler(optimizer, {"lr": sched})
+    hyper = {k: v for k, v in hyper.items() if v is not None}
+    if "e0" not in hyper and "e0" in inspect.signature(mod.SCHEDULES.get(name)).parameters:
+        hyper["e0"] = float(optimizer.param_groups[0]["lr"])
+    return mod.Scheduler(optimizer, {"lr": mod.SCHEDULES.create(name, **hyper)})
 
 
 # ------------------------------------------------------------------ surfaces
 
-def _testfunctions():
-    mod = _try("descend.analysis.testfunctions")
-    return mod if mod is not None and hasattr(mod, "parse_expression") else None
-
-
 def surfaces() -> dict[str, Any]:
-    """Name -> :class:`~descend.playground.surfaces.Surface`."""
-    from descend.playground.surfaces import SURFACES
+    """Name -> ``TestFunction`` (fn, bounds, start, minima, formula) of the registry."""
+    from descend.analysis.testfunctions import TEST_FUNCTIONS
 
-    return dict(SURFACES)
+    return {name: TEST_FUNCTIONS.create(name) for name in TEST_FUNCTIONS.names()}
 
 
 def parse_expression(text: str):
-    """A safe ``f(x, y)`` from a typed formula (no ``eval``)."""
-    from descend.playground.surfaces import parse_expression as parse
+    """A safe ``f(x, y)`` from a typed formula (an AST whitelist; no ``eval``).
 
-    return parse(text)
+    ``^`` is read as a power (``x^2`` = ``x**2``), as people type it on a page.
+    """
+    from descend.analysis.testfunctions import parse_expression as parse
+
+    return parse(text.replace("^", "**") if isinstance(text, str) else text)
 
 
 # ------------------------------------------------------------------ data, models, init
 
-def make_dataset(name: str, **kw):
-    """``(x_train, y_train, x_test, y_test)`` of a 2-D toy set."""
-    from descend.playground.datasets2d import make_toy2d
+def _toy2d():
+    data = _try("descend.data")
+    return data if data is not None and "toy2d" in getattr(data, "DATASETS", ()) else None
 
-    return make_toy2d(name, **kw)
+
+def make_dataset(name: str, *, n: int, noise: float, test_fraction: float, seed: int):
+    """``(x_train, y_train, x_test, y_test)`` of a two-class 2-D toy set, drawn with ``seed``."""
+    data = _toy2d()
+    if data is None:
+        from descend.playground.datasets2d import make_toy2d
+
+        return make_toy2d(name, n=n, noise=noise, test_fraction=test_fraction, seed=seed)
+    d = data.load("toy2d", kind=name, n_samples=n, noise=noise, classes=2, data_seed=seed,
+                  test_fraction=test_fraction, val_fraction=0.0)
+    return (*d.train.tensors, *d.test.tensors)
 
 
 def dataset_names() -> list[str]:
-    from descend.playground.datasets2d import DATASETS2D
+    data = _toy2d()
+    if data is None:
+        from descend.playground.datasets2d import DATASETS2D
 
-    return list(DATASETS2D)
+        return list(DATASETS2D)
+    from descend.data.toy2d import KINDS
+
+    return list(KINDS)
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
@@ -224,9 +259,9 @@ def backends() -> dict[str, str]:
     """Which module provides each part (shown on the page's footer)."""
     return {
         "optimizers": "descend.optim" if _optim() else "torch.optim",
-        "schedules": "descend.schedules" if len(schedule_specs()) > 1 else "constant only",
-        "surfaces": "descend.playground.surfaces",
-        "datasets": "descend.playground.datasets2d",
+        "schedules": "descend.schedules" if len(schedule_specs()) > 1 else "none",
+        "surfaces": "descend.analysis.testfunctions",
+        "datasets": "descend.data (toy2d)" if _toy2d() else "descend.playground.datasets2d",
         "models": "torch.nn (2-D perceptron)",
         "init": "torch.nn.init",
     }

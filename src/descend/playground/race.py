@@ -64,12 +64,12 @@ def _finite_or_none(v: float):
 
 
 def run(fn, start, minima, name: str, hyper: dict[str, Any], steps: int,
-        schedule: str = "constant", schedule_hyper: dict[str, Any] | None = None) -> dict:
+        schedule: str = "none", schedule_hyper: dict[str, Any] | None = None) -> dict:
     """Run one optimizer for ``steps`` steps from ``start`` on ``fn``.
 
     Example:
-        >>> from descend.playground.surfaces import SURFACES
-        >>> s = SURFACES["quadratic"]
+        >>> from descend.analysis.testfunctions import TEST_FUNCTIONS
+        >>> s = TEST_FUNCTIONS.create("quadratic")
         >>> r = run(s.fn, (1.0, 1.0), s.minima, "sgd", {"lr": 0.1}, 3)
         >>> r["x"][:2]
         [1.0, 0.9]

@@ -49,19 +49,23 @@ function option(select, values) {
   }
 }
 
-// A block of text inputs, one per hyperparameter, from a spec {name, hyper:[{name, default}]}.
+// A block of text inputs, one per hyperparameter, from a spec {name, hyper:[{name, default, advanced}]};
+// the advanced ones (clipping, noise, L1, ...) fold under "more".
 function hyperFields(container, spec, values) {
   container.innerHTML = "";
+  const more = document.createElement("details");
+  more.innerHTML = "<summary>more</summary>";
   for (const h of spec.hyper) {
     const l = document.createElement("label");
     const v = values && values[h.name] !== undefined ? values[h.name] : h.default;
-    l.innerHTML = h.name + " ";
+    l.textContent = h.name + " ";
     const inp = document.createElement("input");
     inp.dataset.name = h.name;
-    inp.value = Array.isArray(v) ? v.join(", ") : String(v);
+    inp.value = v === null ? "" : Array.isArray(v) ? v.join(", ") : String(v);
     l.appendChild(inp);
-    container.appendChild(l);
+    (h.advanced ? more : container).appendChild(l);
   }
+  if (more.children.length > 1) container.appendChild(more);
 }
 
 // The typed text of each field: the server parses and validates it.
@@ -162,7 +166,7 @@ function addRacer(name, hyper) {
   div.append(remove, sel, hyp, sl, shyp);
   $("racers").appendChild(div);
   hyperFields(hyp, optimizerSpec(name), hyper);
-  hyperFields(shyp, scheduleSpec("constant"));
+  hyperFields(shyp, scheduleSpec("none"));
   colourRacers();
 }
 
