@@ -348,3 +348,9 @@ def test_batch_size_at_grows():
 def test_validation_messages(call, exc, msg):
     with pytest.raises(exc, match=msg.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         call()
+
+
+def test_docstring_examples_run():
+    import doctest
+    res = doctest.testmod(S, optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 15 and res.failed == 0

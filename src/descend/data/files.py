@@ -4,11 +4,12 @@ Nothing is downloaded. Files are looked up in a directory the user gives, checke
 (checksums of the official archives where known, then structure: magic numbers, sizes,
 counts, label ranges) and every failure names the file and what is wrong.
 
-Checksums recorded here: SHA-256 of the four official MNIST ``.gz`` archives and MD5 of
-the four official Fashion-MNIST ``.gz`` archives (the digests their distributors and
-torchvision publish). Uncompressed IDX files and the CIFAR-10 ``.bin`` batches have no
-published digest; for them ``verify=True`` checks the official counts and shapes
-(60000/10000 images of 28x28; 10000 records of 3073 bytes per batch) and the label range.
+Checksums recorded here: SHA-256 of the four official MNIST ``.gz`` archives, MD5 of the
+four official Fashion-MNIST ``.gz`` archives and MD5 of ``cifar-10-binary.tar.gz`` (the
+digests their distributors publish; no SHA-256 is published for the last two).
+Uncompressed IDX files and the extracted CIFAR-10 ``.bin`` batches have no published
+digest; for them ``verify=True`` checks the official counts and shapes (60000/10000
+images of 28x28; 10000 records of 3073 bytes per batch) and the label range.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
+import tarfile
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -60,6 +62,8 @@ CIFAR10_TRAIN = [f"data_batch_{i}.bin" for i in range(1, 6)]
 CIFAR10_TEST = "test_batch.bin"
 CIFAR10_RECORD = 1 + 3 * 32 * 32
 CIFAR10_PER_BATCH = 10000
+CIFAR10_ARCHIVE = "cifar-10-binary.tar.gz"
+CIFAR10_ARCHIVE_DIGEST = ("md5", "c32a1d4ab5d03f1284b67883e8d87530")
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
 
@@ -222,30 +226,67 @@ def load_idx_dataset(root, dataset: str = "mnist", *, verify: bool = True) -> Ra
                      arrays["test_images"], arrays["test_labels"].astype(np.int64), names)
 
 
-def _read_cifar_batch(path: Path, verify: bool) -> tuple[np.ndarray, np.ndarray]:
-    data = np.fromfile(path, dtype=np.uint8)
+def _parse_cifar_batch(data: np.ndarray, where: str, verify: bool) -> tuple[np.ndarray, np.ndarray]:
     if data.size == 0 or data.size % CIFAR10_RECORD:
-        raise DataFileError(f"{path}: {data.size} bytes is not a whole number of "
+        raise DataFileError(f"{where}: {data.size} bytes is not a whole number of "
                             f"{CIFAR10_RECORD}-byte records (1 label + 3x32x32 pixels); the file "
                             f"is truncated or not a CIFAR-10 binary batch")
     records = data.reshape(-1, CIFAR10_RECORD)
     if verify and len(records) != CIFAR10_PER_BATCH:
-        raise DataFileError(f"{path}: {len(records)} records, expected {CIFAR10_PER_BATCH} "
+        raise DataFileError(f"{where}: {len(records)} records, expected {CIFAR10_PER_BATCH} "
                             f"(official batch); pass verify=False to load a subset")
     y = records[:, 0].astype(np.int64)
     if y.max() > 9:
         bad = int(np.argmax(y > 9))
-        raise DataFileError(f"{path}: record {bad} has label {y[bad]}, expected 0..9; the file "
+        raise DataFileError(f"{where}: record {bad} has label {y[bad]}, expected 0..9; the file "
                             f"is corrupt or not a CIFAR-10 batch (CIFAR-100 has 2 label bytes)")
     return records[:, 1:].reshape(-1, 3, 32, 32).copy(), y
+
+
+def _class_names(text: str, where: str) -> list[str]:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) != 10:
+        raise DataFileError(f"{where}: {len(lines)} class names, expected 10")
+    return lines
+
+
+def _cifar_from_archive(path: Path, verify: bool) -> tuple[dict, list[str]]:
+    """The batches inside ``cifar-10-binary.tar.gz``, read without extracting anything."""
+    if verify:
+        verify_digest(path, *CIFAR10_ARCHIVE_DIGEST)
+    batches, names = {}, list(CIFAR10_CLASSES)
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for name in CIFAR10_TRAIN + [CIFAR10_TEST, "batches.meta.txt"]:
+                member = f"cifar-10-batches-bin/{name}"
+                try:
+                    f = tar.extractfile(member)
+                except KeyError:
+                    f = None
+                if f is None:
+                    if name.endswith(".txt"):
+                        continue
+                    raise DataFileError(f"{path}: the archive has no member {member}")
+                raw = f.read()
+                if name.endswith(".txt"):
+                    names = _class_names(raw.decode(), f"{path}:{member}")
+                else:
+                    batches[name] = _parse_cifar_batch(np.frombuffer(raw, np.uint8),
+                                                       f"{path}:{member}", verify)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise DataFileError(f"{path}: cannot read the archive ({type(e).__name__}: {e}); it is "
+                            f"corrupt or truncated") from None
+    return batches, names
 
 
 def load_cifar10(root, *, verify: bool = True) -> RawSplits:
     """CIFAR-10 from its binary version (``data_batch_1..5.bin``, ``test_batch.bin``).
 
-    Looks in ``root`` and ``root/cifar-10-batches-bin`` (the archive's folder). Each record
-    is 1 label byte and 3072 pixel bytes (1024 red, 1024 green, 1024 blue, row-major), so
-    images come out as ``(N, 3, 32, 32)`` uint8. Class names are read from
+    Looks in ``root`` and ``root/cifar-10-batches-bin`` (the archive's folder), else reads
+    the official archive ``root/cifar-10-binary.tar.gz`` directly (nothing is extracted;
+    with ``verify=True`` its MD5, the digest the dataset's page publishes, is checked).
+    Each record is 1 label byte and 3072 pixel bytes (1024 red, 1024 green, 1024 blue,
+    row-major), so images come out as ``(N, 3, 32, 32)`` uint8. Class names are read from
     ``batches.meta.txt`` when present. No digests are published for the individual
     batches: ``verify=True`` checks 10000 records per batch; both modes check sizes and
     labels.
@@ -258,18 +299,21 @@ def load_cifar10(root, *, verify: bool = True) -> RawSplits:
     check_bool("verify", verify)
     root = Path(root)
     subdirs = ["", "cifar-10-batches-bin"]
-    xs, ys = [], []
-    for name in CIFAR10_TRAIN:
-        x, y = _read_cifar_batch(_find(root, [name], subdirs, "cifar10"), verify)
-        xs.append(x)
-        ys.append(y)
-    test_path = _find(root, [CIFAR10_TEST], subdirs, "cifar10")
-    x_test, y_test = _read_cifar_batch(test_path, verify)
-    names = list(CIFAR10_CLASSES)
-    meta = test_path.parent / "batches.meta.txt"
-    if meta.is_file():
-        lines = [ln.strip() for ln in meta.read_text().splitlines() if ln.strip()]
-        if len(lines) != 10:
-            raise DataFileError(f"{meta}: {len(lines)} class names, expected 10")
-        names = lines
-    return RawSplits(np.concatenate(xs), np.concatenate(ys), x_test, y_test, names)
+    archive = root / CIFAR10_ARCHIVE
+    have_bins = any((root / sub / CIFAR10_TEST).is_file() for sub in subdirs)
+    if not have_bins and archive.is_file():
+        batches, names = _cifar_from_archive(archive, verify)
+    else:
+        batches, names = {}, list(CIFAR10_CLASSES)
+        for name in CIFAR10_TRAIN + [CIFAR10_TEST]:
+            try:
+                path = _find(root, [name], subdirs, "cifar10")
+            except DataFileError as e:
+                raise DataFileError(f"{e} (or the archive {CIFAR10_ARCHIVE} in {root})") from None
+            batches[name] = _parse_cifar_batch(np.fromfile(path, dtype=np.uint8), str(path), verify)
+            meta = path.parent / "batches.meta.txt"
+        if meta.is_file():
+            names = _class_names(meta.read_text(), str(meta))
+    x_train = np.concatenate([batches[n][0] for n in CIFAR10_TRAIN])
+    y_train = np.concatenate([batches[n][1] for n in CIFAR10_TRAIN])
+    return RawSplits(x_train, y_train, *batches[CIFAR10_TEST], names)
