@@ -175,9 +175,10 @@ class ActivationMonitor(_SamplingMonitor):
             elif isinstance(mod, torch.nn.Tanh):
                 pend[f"saturated/{name}"] = ((1 - out * out) < self.saturation).float().mean()
             if self.bins:
-                lo, hi = out.min(), out.max()
-                self._hist[name] = torch.stack([lo, hi, *torch.histc(out.float(), self.bins,
-                                                                      float(lo), float(hi))])
+                lo, hi = float(out.min()), float(out.max())  # histc needs host floats
+                if math.isfinite(lo) and math.isfinite(hi):
+                    counts = torch.histc(out.float(), self.bins, lo, hi)
+                    self._hist[name] = torch.cat([torch.tensor([lo, hi], device=counts.device), counts])
         return hook
 
     def attach(self, model: torch.nn.Module) -> None:

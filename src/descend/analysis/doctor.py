@@ -1,0 +1,313 @@
+"""The training doctor: read a run's history, name its pathologies, say what to do.
+
+:func:`diagnose` works on an in-memory history (a :class:`descend.train.History`, its
+``to_dict()``, or a flat ``name -> list`` dict); :func:`load_histories` reads a run
+directory written by ``descend train`` / ``descend compare`` (``results.json``, or
+``steps.csv`` / ``epochs.csv``, plus ``monitors.json`` when the monitors wrote one).
+
+==================  ====================================================================
+finding             rule (all thresholds are keyword arguments of :func:`diagnose`)
+==================  ====================================================================
+``divergence``      a non-finite loss or gradient norm, or a loss above ``blowup`` times
+                    the initial loss
+``exploding``       gradient norm reaching ``explode_ratio`` times its early median
+``vanishing``       first-layer over last-layer gradient norm below ``vanish_ratio``
+                    (median over samples), or the global norm below ``tiny_grad``
+``dead_units``      a ReLU-family layer with a median dead fraction >= ``dead_fraction``
+``saturation``      a sigmoid/tanh layer with a median saturated fraction >= ``saturated_fraction``
+``lr_too_small``    the loss falls by less than ``plateau_tol`` (relative) over the run,
+                    from the start, without vanishing gradients (a plateau from step 0)
+``overfitting``     validation loss at its minimum ``patience`` or more epochs before the end
+                    and ``rise_tol`` above it at the end, while training loss kept falling
+==================  ====================================================================
+
+The advice is what the notes recommend (initialization, normalization, learning rate,
+early stopping, regularization).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from descend._validation import check_int, check_range, fail
+
+ADVICE = {
+    "divergence": "Lower the learning rate (10x) or add warmup; clip the gradient norm; check "
+                  "the inputs for NaN/Inf; keep eps > 0 in adaptive methods.",
+    "exploding": "Lower the learning rate and clip the gradient norm; initialize with Xavier "
+                 "(tanh/sigmoid) or He (ReLU) scaling rather than large weights; add batch "
+                 "normalization.",
+    "vanishing": "Initialize with Xavier (tanh/sigmoid) or He (ReLU) scaling so activation "
+                 "and gradient variance are kept across depth; use ReLU-family activations "
+                 "instead of sigmoid; add batch normalization before the nonlinearity; "
+                 "skip connections (with Fixup/LSUV) for deep nets.",
+    "dead_units": "Lower the learning rate (one large step can leave a ReLU never firing); "
+                  "use leaky ReLU, ELU or maxout; He initialization; keep monitoring the "
+                  "fraction of dead units.",
+    "saturation": "Standardize the inputs; initialize so pre-activations stay in the linear "
+                  "region (Xavier, or 1/sqrt(fan_in)); add batch normalization before the "
+                  "nonlinearity; prefer ReLU to sigmoid, or LeCun's 1.7159 tanh(2x/3).",
+    "lr_too_small": "Raise the learning rate (3-10x, or run a range test); add momentum "
+                    "(0.5 rising to 0.9) or use an adaptive method (Adam, RMSProp); check "
+                    "that the initialization is not in a flat region.",
+    "overfitting": "Use early stopping: keep the weights of the epoch with the lowest "
+                   "validation loss; add regularization (L2 weight decay, dropout, data "
+                   "augmentation, label smoothing) or get more data.",
+}
+TITLES = {
+    "divergence": "Divergence", "exploding": "Exploding gradients",
+    "vanishing": "Vanishing gradients", "dead_units": "Dead units",
+    "saturation": "Saturated units", "lr_too_small": "Learning rate too small",
+    "overfitting": "Overfitting",
+}
+
+
+@dataclass
+class Finding:
+    """One diagnosis: ``code`` (a key of ``ADVICE``), what was seen, what to do."""
+
+    code: str
+    title: str
+    evidence: str
+    advice: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _num(v) -> float:
+    try:
+        return math.nan if v is None else float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def normalize_history(history) -> dict[str, dict[str, list]]:
+    """``{"steps", "epochs", "monitors"}`` tables from any accepted history form."""
+    if hasattr(history, "steps") and hasattr(history, "epochs"):
+        return {"steps": dict(history.steps), "epochs": dict(history.epochs),
+                "monitors": dict(getattr(history, "monitors", None) or {})}
+    if not isinstance(history, dict):
+        fail("history", "a History or a dict of lists", type(history).__name__, TypeError)
+    if "steps" in history or "epochs" in history:
+        return {"steps": dict(history.get("steps") or {}), "epochs": dict(history.get("epochs") or {}),
+                "monitors": dict(history.get("monitors") or {})}
+    steps, epochs, monitors = {}, {}, {}
+    for k, v in history.items():
+        if k in ("train_loss", "val_loss", "train_acc", "val_acc", "epoch"):
+            epochs[k] = v
+        elif "/" in k:
+            monitors.setdefault("flat", {})[k] = v
+        else:
+            steps[k] = v
+    return {"steps": steps, "epochs": epochs, "monitors": monitors}
+
+
+def _columns(monitors: dict, prefix: str) -> dict[str, list[float]]:
+    out = {}
+    for table in monitors.values():
+        for k, v in table.items():
+            if k.startswith(prefix):
+                out[k[len(prefix):]] = [_num(x) for x in v]
+    return out
+
+
+def _median(xs):
+    xs = [x for x in xs if math.isfinite(x)]
+    return statistics.median(xs) if xs else math.nan
+
+
+def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
+             vanish_ratio: float = 1e-3, tiny_grad: float = 1e-8, dead_fraction: float = 0.5,
+             saturated_fraction: float = 0.5, plateau_tol: float = 0.01, patience: int = 2,
+             rise_tol: float = 0.02, min_steps: int = 20) -> list[Finding]:
+    """Diagnose a training history; return the findings (empty: nothing found).
+
+    Args:
+        history: a ``History``, ``{"steps": ..., "epochs": ..., "monitors": ...}`` or a
+            flat dict (``loss``/``grad_norm`` per step, ``train_loss``/``val_loss`` per epoch,
+            ``grad_norm/<p>``, ``dead/<layer>``, ``saturated/<layer>`` from monitors).
+        blowup, explode_ratio, vanish_ratio, tiny_grad, dead_fraction,
+        saturated_fraction, plateau_tol, patience, rise_tol: thresholds (table above).
+        min_steps: fewer recorded steps than this skip the plateau test (default 20).
+
+    Example:
+        >>> [f.code for f in diagnose({"loss": [2.3] * 50})]
+        ['lr_too_small']
+        >>> [f.code for f in diagnose({"loss": [1.0, 5.0, float("nan")]})]
+        ['divergence']
+    """
+    for name, v in (("blowup", blowup), ("explode_ratio", explode_ratio)):
+        check_range(name, v, gt=1)
+    for name, v in (("dead_fraction", dead_fraction), ("saturated_fraction", saturated_fraction),
+                    ("vanish_ratio", vanish_ratio), ("plateau_tol", plateau_tol)):
+        check_range(name, v, gt=0, le=1)
+    check_int("patience", patience, ge=1)
+    check_int("min_steps", min_steps, ge=2)
+    h = normalize_history(history)
+    steps, epochs, mons = h["steps"], h["epochs"], h["monitors"]
+    loss = [_num(x) for x in steps.get("loss", [])] or [_num(x) for x in epochs.get("train_loss", [])]
+    gn = [_num(x) for x in steps.get("grad_norm", [])]
+    if not any(math.isfinite(x) for x in gn):
+        gn = [_num(x) for t in mons.values() for x in t.get("grad_norm", [])]
+    out: list[Finding] = []
+
+    def add(code, evidence):
+        out.append(Finding(code, TITLES[code], evidence, ADVICE[code]))
+
+    # divergence
+    bad = next((i for i, x in enumerate(loss) if not math.isfinite(x)), None)
+    diverged = False
+    if bad is not None:
+        add("divergence", f"the loss is not finite from step {bad + 1} on "
+                          f"(last finite value {next((x for x in reversed(loss[:bad]) if math.isfinite(x)), math.nan):.4g}).")
+        diverged = True
+    elif loss and math.isfinite(loss[0]) and loss[0] > 0:
+        peak = max(range(len(loss)), key=lambda i: loss[i])
+        if loss[peak] > blowup * loss[0]:
+            add("divergence", f"the loss rose from {loss[0]:.4g} to {loss[peak]:.4g} "
+                              f"(step {peak + 1}), more than {blowup:g}x its initial value.")
+            diverged = True
+
+    # exploding
+    finite_gn = [x for x in gn if math.isfinite(x)]
+    if gn and (len(finite_gn) < len(gn) and not diverged):
+        add("exploding", "the gradient norm became non-finite.")
+    elif len(finite_gn) >= 2:
+        early = _median(finite_gn[: max(1, len(finite_gn) // 10)])
+        top = max(finite_gn)
+        if early > 0 and top >= explode_ratio * early:
+            add("exploding", f"the gradient norm grew from {early:.3g} to {top:.3g} "
+                             f"({top / early:.3g}x).")
+
+    # vanishing
+    layers = {k: v for k, v in _columns(mons, "grad_norm/").items() if k.endswith("weight")}
+    vanishing = False
+    if len(layers) >= 2:
+        names = list(layers)
+        first, last = _median(layers[names[0]]), _median(layers[names[-1]])
+        if last > 0 and first / last < vanish_ratio:
+            add("vanishing", f"the first layer's gradient norm ({names[0]}: {first:.3g}) is "
+                             f"{first / last:.2g} of the last layer's ({names[-1]}: {last:.3g}).")
+            vanishing = True
+    if not vanishing and finite_gn and max(finite_gn) < tiny_grad:
+        add("vanishing", f"the global gradient norm stays below {tiny_grad:g} "
+                         f"(max {max(finite_gn):.3g}).")
+        vanishing = True
+
+    # dead units / saturation (median over the second half of the samples)
+    for code, prefix, thr in (("dead_units", "dead/", dead_fraction),
+                              ("saturation", "saturated/", saturated_fraction)):
+        hits = []
+        for layer, vals in _columns(mons, prefix).items():
+            m = _median(vals[len(vals) // 2:])
+            if math.isfinite(m) and m >= thr:
+                hits.append(f"{layer}: {m:.0%}")
+        if hits:
+            what = "dead" if code == "dead_units" else "saturated"
+            add(code, f"fraction of {what} units at or above {thr:.0%} in layer(s) " + ", ".join(hits) + ".")
+
+    # plateau from the start: epoch means (each a full pass: little noise) when there are
+    # 3 or more, else the first and last quarter of the per-step losses
+    ep_loss = [_num(x) for x in epochs.get("train_loss", [])]
+    if len(ep_loss) >= 3 and all(math.isfinite(x) for x in ep_loss):
+        start, end, unit = ep_loss[0], ep_loss[-1], f"{len(ep_loss)} epochs"
+    else:
+        fin = [x for x in loss if math.isfinite(x)]
+        w = max(1, len(fin) // 4)
+        ok = len(fin) >= min_steps
+        start, end = (statistics.fmean(fin[:w]), statistics.fmean(fin[-w:])) if ok else (0.0, 0.0)
+        unit = f"{len(fin)} steps"
+    if not diverged and not vanishing and start > 1e-3 and (start - end) / start < plateau_tol:
+        add("lr_too_small", f"the training loss went from {start:.4g} to {end:.4g} over {unit}, "
+                            f"less than {plateau_tol:.0%} lower: a plateau from the start.")
+
+    # overfitting
+    val = [_num(x) for x in epochs.get("val_loss", [])]
+    tr = [_num(x) for x in epochs.get("train_loss", [])]
+    if len(val) >= patience + 1 and all(math.isfinite(x) for x in val):
+        best = min(range(len(val)), key=lambda i: val[i])
+        last = len(val) - 1
+        train_fell = len(tr) == len(val) and math.isfinite(tr[-1]) and tr[-1] < tr[best]
+        if last - best >= patience and val[-1] > val[best] * (1 + rise_tol) and train_fell:
+            add("overfitting", f"validation loss was lowest at epoch {best + 1} ({val[best]:.4g}) "
+                               f"and rose to {val[-1]:.4g} by epoch {last + 1}, while the training "
+                               f"loss fell from {tr[best]:.4g} to {tr[-1]:.4g}. Best epoch: {best + 1}.")
+    return out
+
+
+def format_findings(findings: list[Finding], label: str = "") -> str:
+    """Plain-text report of :func:`diagnose` results."""
+    head = f"[{label}] " if label else ""
+    if not findings:
+        return f"{head}no problem found."
+    lines = []
+    for f in findings:
+        lines.append(f"{head}{f.title}: {f.evidence}\n    -> {f.advice}")
+    return "\n".join(lines)
+
+
+def _read_csv(path: Path) -> dict[str, list]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    cols: dict[str, list] = {}
+    for r in rows:
+        for k, v in r.items():
+            cols.setdefault(k, []).append(_num(v) if v not in ("", None) else math.nan)
+    return cols
+
+
+def load_histories(run_dir) -> dict[str, dict[str, Any]]:
+    """Histories found in a run directory, by label.
+
+    Reads ``results.json`` as written by ``descend train`` (``{"result": {"steps",
+    "epochs"}}``) or ``descend compare`` (``{"variants": [{"name", "runs": [...]}]}``);
+    otherwise ``steps.csv`` / ``epochs.csv``. A ``monitors.json`` next to them
+    (``{"<monitor>": {"step": [...], ...}}``) is attached to every history.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        fail("run_dir", "an existing directory", str(run_dir))
+    monitors = {}
+    if (root / "monitors.json").exists():
+        monitors = json.loads((root / "monitors.json").read_text())
+    out: dict[str, dict[str, Any]] = {}
+    res = root / "results.json"
+    if res.exists():
+        data = json.loads(res.read_text())
+        if isinstance(data, dict) and "result" in data:
+            label = str(data.get("variant") or data.get("name") or root.name)
+            out[label] = {"steps": data["result"].get("steps", {}),
+                          "epochs": data["result"].get("epochs", {}), "monitors": monitors}
+        elif isinstance(data, dict) and "variants" in data:
+            for v in data["variants"]:
+                for r in v.get("runs", []):
+                    out[f"{v['name']} (seed {r.get('seed')})"] = {
+                        "steps": r.get("steps", {}), "epochs": r.get("epochs", {}),
+                        "monitors": r.get("monitors", {})}
+        elif isinstance(data, dict) and ("steps" in data or "epochs" in data):
+            out[root.name] = {"steps": data.get("steps", {}), "epochs": data.get("epochs", {}),
+                              "monitors": data.get("monitors", monitors)}
+    if not out and ((root / "steps.csv").exists() or (root / "epochs.csv").exists()):
+        out[root.name] = {
+            "steps": _read_csv(root / "steps.csv") if (root / "steps.csv").exists() else {},
+            "epochs": _read_csv(root / "epochs.csv") if (root / "epochs.csv").exists() else {},
+            "monitors": monitors}
+    if not out:
+        fail("run_dir", "a run directory with results.json or steps.csv/epochs.csv", str(run_dir))
+    return out
+
+
+def doctor(run_dir, **thresholds) -> dict[str, list[Finding]]:
+    """:func:`diagnose` every history of a run directory (see :func:`load_histories`)."""
+    return {label: diagnose(h, **thresholds) for label, h in load_histories(run_dir).items()}
+
+
+__all__ = ["ADVICE", "Finding", "diagnose", "doctor", "format_findings", "load_histories",
+           "normalize_history"]
