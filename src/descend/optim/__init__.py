@@ -16,6 +16,7 @@ from descend.optim.adaptive import (
     Adadelta, Adagrad, Adam, AdamW, RMSprop, scale_by_adadelta, scale_by_adagrad,
     scale_by_adam, scale_by_inverse_time, scale_by_rms,
 )
+from descend.optim.averaging import EMA, WeightAverage
 from descend.optim.core import Chain, Optimizer, Transform, chain, step_values
 from descend.optim.decay import (
     add_decoupled_weight_decay, add_l1, add_weight_decay, decay_groups, prox_l1,
@@ -76,3 +77,4 @@ __all__ = [
     "add_weight_decay", "add_decoupled_weight_decay", "add_l1", "prox_l1", "decay_groups",
     "with_extras",
 ]
+__all__ += ["WeightAverage", "EMA"]
