@@ -14,6 +14,7 @@ import sys
 
 # Order here is the order in `descend --help`.
 COMMAND_MODULES: list[str] = [
+    "descend.experiments.commands",
     "descend.playground.command",
 ]
 

@@ -265,3 +265,38 @@ def test_cuda_fit_matches_classes():
     t.fit((x, y), (x, y), epochs=10)
     assert t.evaluate((x, y))["acc"] == 1.0
     assert next(t.model.parameters()).is_cuda
+
+
+def test_state_dict_mid_epoch_resumes_exactly():
+    x, y = blobs(40)
+
+    def fresh():
+        torch.manual_seed(0)
+        m = torch.nn.Linear(2, 2)
+        return make(m, lr=0.3, batch_size=8, seed=4)
+
+    ref = fresh()
+    ref.fit((x, y), epochs=2)
+
+    saved = {}
+
+    class SaveAndStop(Callback):
+        def on_batch_end(self, trainer, logs):
+            if trainer.global_step == 7:  # mid second epoch (5 batches per epoch)
+                saved["trainer"] = trainer.state_dict()
+                saved["model"] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+                trainer.stop_training = True
+
+    first = fresh()
+    first.callbacks.append(SaveAndStop())
+    first.fit((x, y), epochs=2)
+    resumed = fresh()
+    resumed.model.load_state_dict(saved["model"])
+    resumed.load_state_dict(saved["trainer"])
+    assert resumed.epoch == 1 and resumed.global_step == 7
+    resumed.fit((x, y), epochs=1)
+    assert resumed.global_step == 10
+    assert resumed.history.steps["step"] == list(range(1, 11))
+    assert resumed.history.steps["loss"] == ref.history.steps["loss"]
+    for p, q in zip(resumed.model.parameters(), ref.model.parameters()):
+        assert torch.equal(p, q)

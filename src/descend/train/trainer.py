@@ -14,6 +14,7 @@ class). Evaluation runs the model in ``eval()`` mode under ``torch.no_grad()``.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import sys
@@ -49,6 +50,7 @@ class History:
 
     steps: dict[str, list] = field(default_factory=dict)
     epochs: dict[str, list] = field(default_factory=dict)
+    monitors: dict[str, dict[str, list]] = field(default_factory=dict)
 
     def _append(self, table: dict[str, list], row: dict[str, Any]) -> None:
         n = len(next(iter(table.values()))) if table else 0
@@ -58,8 +60,9 @@ class History:
             if len(col) < n + 1:
                 col.append(math.nan)
 
-    def to_dict(self) -> dict[str, dict[str, list]]:
-        return {"steps": self.steps, "epochs": self.epochs}
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{"steps", "epochs", "monitors"}`` (the same list objects; copy to keep)."""
+        return {"steps": self.steps, "epochs": self.epochs, "monitors": self.monitors}
 
 
 def _as_tensors(data, name: str):
@@ -182,6 +185,12 @@ class Trainer:
         self.last_grad_norm: torch.Tensor | None = None
         self.train_seconds = 0.0
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        # Exact resume (see state_dict): the shuffle state when the current epoch began,
+        # the batches of that epoch already done, and how many a resumed fit skips.
+        self.epoch_generator_state = self.generator.get_state()
+        self.batches_done = 0
+        self._resume_skip = 0
+        self._pending: dict[str, Any] = {}  # per-step records of the running epoch
         self._takes_closure = self._step_takes_closure(optimizer)
 
     # ------------------------------------------------------------------ helpers
@@ -211,9 +220,12 @@ class Trainer:
         bs = int(round(float(bs)))
         return check_int("batch_size", bs, ge=1)
 
-    def _iter_batches(self, data, tensors, batch_size: int, shuffle: bool, drop_last: bool):
+    def _iter_batches(self, data, tensors, batch_size: int, shuffle: bool, drop_last: bool,
+                      skip: int = 0):
         if tensors is None:
-            for batch in data:
+            for i, batch in enumerate(data):
+                if i < skip:
+                    continue
                 x, y = batch[0], batch[1]
                 yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
             return
@@ -222,11 +234,11 @@ class Trainer:
         stop = n - n % batch_size if drop_last else n
         if shuffle:
             perm = torch.randperm(n, generator=self.generator, device=self.device)
-            for i in range(0, stop, batch_size):
+            for i in range(skip * batch_size, stop, batch_size):
                 idx = perm[i:i + batch_size]
                 yield (x[idx], y[idx])
         else:
-            for i in range(0, stop, batch_size):
+            for i in range(skip * batch_size, stop, batch_size):
                 yield (x[i:i + batch_size], y[i:i + batch_size])
 
     def _to_device(self, tensors):
@@ -306,12 +318,18 @@ class Trainer:
         data_loss = Mean()
         metric_means = {name: Mean() for name, _ in metric_items}
         losses, norms, lrs, moms, times = [], [], [], [], []
-        first_step = self.global_step
+        self._pending = {"losses": losses, "norms": norms, "lrs": lrs, "moms": moms,
+                         "times": times, "first_step": self.global_step}
         t0 = time.perf_counter()
         rec: dict[str, Any] = {}
+        # resumed mid-epoch: the generator is as this epoch began; skip the batches done
+        self.epoch_generator_state = self.generator.get_state()
+        skip, self._resume_skip = self._resume_skip, 0
+        self.batches_done = skip
 
         for self.batch_index, batch in enumerate(
-                self._iter_batches(train_data, train_t, bs, self.shuffle, self.drop_last)):
+                self._iter_batches(train_data, train_t, bs, self.shuffle, self.drop_last, skip),
+                start=skip):
             for cb in cbs:
                 new = cb.on_batch_begin(self, batch)
                 if new is not None:
@@ -346,6 +364,7 @@ class Trainer:
                 closure()
                 opt.step()
             self.global_step += 1
+            self.batches_done = self.batch_index + 1
             for s in step_scheds:
                 s.step()
 
@@ -371,14 +390,9 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.train_seconds += time.perf_counter() - t0
+        self._flush_steps(self.epoch + 1)
         self.epoch += 1
-        n_steps = self.global_step - first_step
-        loss_list = torch.stack(losses).tolist() if losses else []
-        norm_list = torch.stack(norms).tolist() if norms else [math.nan] * n_steps
-        for i in range(n_steps):
-            self.history._append(self.history.steps, {
-                "step": first_step + i + 1, "epoch": self.epoch, "loss": loss_list[i],
-                "lr": lrs[i], "momentum": moms[i], "grad_norm": norm_list[i], "time": times[i]})
+        self.batches_done = 0
 
         logs: dict[str, Any] = {"epoch": self.epoch, "step": self.global_step,
                                 "time": self.train_seconds, "batch_size": bs,
@@ -397,6 +411,53 @@ class Trainer:
             else:
                 s.step()
         return logs
+
+    def _flush_steps(self, epoch: int) -> None:
+        """Move the pending per-step records into ``history.steps`` (one host read)."""
+        p = self._pending
+        if not p:
+            return
+        n_steps = len(p["lrs"])
+        loss_list = torch.stack(p["losses"]).tolist() if p["losses"] else []
+        norm_list = torch.stack(p["norms"]).tolist() if p["norms"] else [math.nan] * n_steps
+        for i in range(n_steps):
+            self.history._append(self.history.steps, {
+                "step": p["first_step"] + i + 1, "epoch": epoch, "loss": loss_list[i],
+                "lr": p["lrs"][i], "momentum": p["moms"][i], "grad_norm": norm_list[i],
+                "time": p["times"][i]})
+        for k in ("losses", "norms", "lrs", "moms", "times"):
+            p[k].clear()
+        p["first_step"] += n_steps
+
+    # ------------------------------------------------------------------ run state
+    def state_dict(self) -> dict[str, Any]:
+        """The trainer's run state, for exact resume (``descend.train.checkpoint``).
+
+        Counters, history, training time, and the shuffle generator *as it was when the
+        current epoch began* with ``batches_done`` (batches of that epoch already done):
+        a fit resumed from it redraws the same permutation and skips those batches.
+        Model, optimizer, schedulers, callbacks and global RNGs are saved by the caller.
+        Taken mid-epoch, the steps done so far in the epoch are moved into the history first.
+        """
+        if self.batches_done:
+            self._flush_steps(self.epoch + 1)
+        gen = self.epoch_generator_state if self.batches_done else self.generator.get_state()
+        return {"epoch": self.epoch, "global_step": self.global_step,
+                "batches_done": self.batches_done, "generator": gen.clone(),
+                "train_seconds": self.train_seconds,
+                "history": copy.deepcopy(self.history.to_dict())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the next ``fit`` continues where it was taken."""
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.batches_done = self._resume_skip = int(state["batches_done"])
+        self.generator.set_state(state["generator"])
+        self.epoch_generator_state = state["generator"].clone()
+        self.train_seconds = float(state["train_seconds"])
+        hist = copy.deepcopy(state["history"])
+        self.history = History(steps=hist["steps"], epochs=hist["epochs"],
+                               monitors=hist.get("monitors", {}))
 
     # ------------------------------------------------------------------ eval
     def evaluate(self, data, *, batch_size: int | None = None) -> dict[str, float]:

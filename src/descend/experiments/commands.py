@@ -1,0 +1,300 @@
+"""``descend compare`` and ``descend train``: run a recipe from the command line.
+
+Results are written to a temporary folder next to the target and renamed into place
+only when complete, so a failed or interrupted run never leaves a half-written run
+folder, and an existing ``runs/<name>`` is never touched: the new run goes to
+``runs/<name>-2`` (``-3``, ...) unless ``--overwrite`` is given, in which case the old
+folder is replaced only after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from descend.experiments import recipe as recipes
+from descend.experiments.recipe import RecipeError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", nargs="?", default="default", metavar="RECIPE",
+                   help="a recipe YAML file, or the name of a bundled recipe "
+                        f"({', '.join(recipes.bundled_names())}); default: %(default)s")
+    p.add_argument("--out", default="runs", metavar="DIR",
+                   help="parent folder of the run folder DIR/<name> (default: %(default)s)")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="cpu, cuda or cuda:N (default: the recipe's device, else cpu)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="override the recipe's epochs (every variant)")
+    p.add_argument("--quiet", action="store_true", help="print only errors and the output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace DIR/<name> if it exists (after the new run completes) instead "
+                        "of writing DIR/<name>-2")
+
+
+def register(subparsers) -> None:
+    """Add the ``compare`` and ``train`` subcommands."""
+    p = subparsers.add_parser(
+        "compare", help="train every variant of a recipe over several seeds and write a report",
+        description="Train every variant of RECIPE (variants x grid) for each seed on the same "
+                    "data split, then write DIR/<name>/results.json (curves and summary), PNG "
+                    "plots (loss and accuracy vs steps and vs seconds, learning rate, gradient "
+                    "norm), report.html embedding them, and print the summary table (final and "
+                    "best accuracy, mean ± std over seeds; steps and seconds to the target "
+                    "accuracy). With no RECIPE: the bundled default, an MLP on the bundled 8x8 "
+                    "digits with SGD, momentum, Nesterov, AdaGrad, RMSProp and Adam, 3 seeds.")
+    _common(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="override the recipe's seeds, e.g. --seeds 0 1 2")
+    p.set_defaults(func=compare_main)
+
+    p = subparsers.add_parser(
+        "train", help="train one variant of a recipe with one seed",
+        description="Train one variant of RECIPE with one seed, print one line per epoch, and "
+                    "write DIR/<name>-<variant>/: steps.csv and epochs.csv (per-step loss, lr, "
+                    "momentum, gradient norm; per-epoch metrics), results.json, the trained "
+                    "weights (model.safetensors) and, with --tensorboard, TensorBoard events.")
+    _common(p)
+    p.add_argument("--variant", default=None, metavar="NAME",
+                   help="which variant (default: the first); names are listed on error")
+    p.add_argument("--seed", type=int, default=None, metavar="SEED",
+                   help="the seed (default: the variant's first seed)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to <run folder>/tensorboard")
+    p.set_defaults(func=train_main)
+
+
+# --------------------------------------------------------------------------- output folders
+def _target(root: Path, name: str, overwrite: bool) -> Path:
+    final = root / name
+    if overwrite or not final.exists():
+        return final
+    i = 2
+    while (root / f"{name}-{i}").exists():
+        i += 1
+    return root / f"{name}-{i}"
+
+
+class _Staging:
+    """A temporary folder renamed to ``final`` on success and removed on failure."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
+
+    def __enter__(self) -> Path:
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir()
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        old = None
+        if self.final.exists():  # --overwrite: move the old run aside, then drop it
+            old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
+            os.replace(self.final, old)
+        os.replace(self.tmp, self.final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _overrides(args) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+    if args.epochs is not None:
+        o["epochs"] = args.epochs
+    if getattr(args, "seeds", None):
+        o["seeds"] = list(args.seeds)
+    return o
+
+
+def _meta(device, elapsed: float | None = None) -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    from descend import __version__
+    m = {"descend": __version__, "torch": torch.__version__, "python": platform.python_version(),
+         "device": str(device), "threads": torch.get_num_threads(),
+         "created": datetime.datetime.now().isoformat(timespec="seconds")}
+    if elapsed is not None:
+        m["elapsed_seconds"] = round(elapsed, 2)
+    return m
+
+
+def _recipe_dict(r: recipes.Recipe) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": r.name}
+    if r.description:
+        d["description"] = r.description
+    d["device"] = r.device
+    d.update(r.base)
+    if r.variants:
+        d["variants"] = r.variants
+    if r.grid:
+        d["grid"] = r.grid
+    return d
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from descend.io import write_text
+    write_text(path, json.dumps(obj, indent=1, allow_nan=False))
+
+
+def _fail(msg: str) -> int:
+    print(f"descend: error: {msg}", file=sys.stderr)
+    return 2
+
+
+# --------------------------------------------------------------------------- compare
+def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = None,
+            epochs: int | None = None, seeds: list[int] | None = None, quiet: bool = False,
+            overwrite: bool = False, progress: bool | None = None) -> tuple[Path, dict[str, Any]]:
+    """Run a comparison and write its folder; return ``(folder, results)``.
+
+    Example (a tiny run, a few seconds)::
+
+        folder, results = compare("tiny", out="runs", epochs=2, seeds=[0])
+    """
+    from descend.experiments import plots, report, runner
+
+    overrides: dict[str, Any] = {}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if seeds:
+        overrides["seeds"] = list(seeds)
+    r = recipes.load(recipe, overrides=overrides)
+    dev_name = device or r.device
+    try:
+        dev = runner.check_device(dev_name)
+    except ValueError as e:
+        raise RecipeError(f"{'--device' if device else r.source + ': device'}: {e}") from None
+    runs = r.runs()
+    n_total = sum(len(x.spec.seeds) for x in runs)
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    say(f"descend compare: {r.name}: {len(runs)} variants x seeds = {n_total} runs on {dev}")
+    show = (not quiet and sys.stderr.isatty()) if progress is None else progress
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n_total, unit="run", leave=False, dynamic_ncols=True)
+
+    def on_result(run, res):
+        line = (f"  {run.name:<16} seed {res['seed']:<3} val acc {_pct(res['final_val_acc'])}  "
+                f"test acc {_pct(res['final_test_acc'])}  {res['train_seconds']:.1f}s")
+        if bar is not None:
+            bar.update(1)
+            bar.write(line)
+        else:
+            say(line)
+
+    root = Path(out)
+    final = _target(root, r.name, overwrite)
+    t0 = time.perf_counter()
+    try:
+        variants = runner.run_all(runs, device=dev, on_result=on_result)
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+    summary = [v["summary"] for v in variants]
+    target = runs[0].spec.target_accuracy
+    results = {"name": r.name, "description": r.description, "meta": _meta(dev, elapsed),
+               "target_accuracy": target, "recipe": _recipe_dict(r), "summary": summary,
+               "variants": variants}
+    recipe_text = yaml.safe_dump(_recipe_dict(r), sort_keys=False)
+    with _Staging(final) as tmp:
+        _write_json(tmp / "results.json", results)
+        (tmp / "recipe.yaml").write_text(recipe_text)
+        written = plots.write_plots(variants, str(tmp))
+        report.write_html(str(tmp / "report.html"), title=f"descend compare: {r.name}",
+                          description=r.description, summary=summary, plots=written,
+                          meta=_meta(dev, elapsed), recipe_text=recipe_text, target=target)
+    say("")
+    say(report.text_table(summary, target))
+    say("")
+    print(f"wrote {final}/report.html, results.json and {len(written)} plots "
+          f"({elapsed:.1f}s)" if not quiet else str(final))
+    return final, results
+
+
+def _pct(v) -> str:
+    return "  -   " if v is None else f"{100 * v:6.2f}%"
+
+
+def compare_main(args) -> int:
+    try:
+        compare(args.recipe, out=args.out, device=args.device, epochs=args.epochs,
+                seeds=args.seeds, quiet=args.quiet, overwrite=args.overwrite)
+    except RecipeError as e:
+        return _fail(str(e))
+    return 0
+
+
+# --------------------------------------------------------------------------- train
+def train_main(args) -> int:
+    from descend.experiments import runner
+    from descend.train import Callback, CSVLogger, TensorBoardLogger
+
+    try:
+        r = recipes.load(args.recipe, overrides=_overrides(args))
+        dev_name = args.device or r.device
+        try:
+            dev = runner.check_device(dev_name)
+        except ValueError as e:
+            raise RecipeError(f"{'--device' if args.device else r.source + ': device'}: {e}") from None
+        runs = r.runs()
+        names = [x.name for x in runs]
+        if args.variant is None:
+            run = runs[0]
+        elif args.variant in names:
+            run = runs[names.index(args.variant)]
+        else:
+            raise RecipeError(f"--variant: `variant` must be one of {', '.join(map(repr, names))}. "
+                              f"Received: variant={args.variant!r}")
+        seed = run.spec.seeds[0] if args.seed is None else args.seed
+        final = _target(Path(args.out), f"{r.name}-{run.name}", args.overwrite)
+
+        class Printer(Callback):
+            def on_epoch_end(self, trainer, logs):
+                print("  " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in logs.items()), flush=True)
+
+        with _Staging(final) as tmp:
+            cbs = [CSVLogger(tmp)]
+            if args.tensorboard:
+                cbs.append(TensorBoardLogger(tmp / "tensorboard"))
+            if not args.quiet:
+                print(f"descend train: {r.name} / {run.name}, seed {seed}, on {dev}", flush=True)
+                cbs.append(Printer())
+            t0 = time.perf_counter()
+            res = runner.train_one(run, seed, device=dev, callbacks=cbs,
+                                   progress=(not args.quiet and sys.stderr.isatty()))
+            for c in cbs:
+                if hasattr(c, "close"):
+                    c.close()
+            model = res.pop("model")
+            from descend.io import save_weights
+            save_weights(tmp / "model.safetensors", model)
+            res = runner._clean(res)
+            _write_json(tmp / "results.json", {
+                "name": r.name, "variant": run.name, "config": run.spec.model_dump(),
+                "meta": _meta(dev, time.perf_counter() - t0), "result": res})
+            (tmp / "recipe.yaml").write_text(yaml.safe_dump(_recipe_dict(r), sort_keys=False))
+    except RecipeError as e:
+        return _fail(str(e))
+    if not args.quiet:
+        print(f"test acc {_pct(res['final_test_acc'])}  final val acc {_pct(res['final_val_acc'])}")
+    print(f"wrote {final}" if not args.quiet else str(final))
+    return 0

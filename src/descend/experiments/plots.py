@@ -1,0 +1,154 @@
+"""PNG plots of a comparison: loss, accuracy, learning rate and gradient norm.
+
+Each variant is one colour; the line is the mean over seeds, the band spans the
+minimum and maximum over seeds. Per-step training loss is smoothed with an
+exponential moving average (``s_t = a s_{t-1} + (1 - a) x_t``, ``a = 0.9``, started at
+``x_0``) so that the curves of different optimizers can be told apart.
+Uses matplotlib's object API with the Agg canvas (no display, no global state).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+PLOTS = [
+    ("loss_vs_steps.png", "Loss vs steps"),
+    ("accuracy_vs_steps.png", "Accuracy vs steps"),
+    ("loss_vs_seconds.png", "Loss vs training seconds"),
+    ("accuracy_vs_seconds.png", "Accuracy vs training seconds"),
+    ("lr_vs_steps.png", "Learning rate and momentum vs steps"),
+    ("grad_norm_vs_steps.png", "Gradient norm vs steps"),
+]
+
+
+def ema(values: list[float], a: float = 0.9) -> np.ndarray:
+    """Exponential moving average ``s_t = a s_{t-1} + (1-a) x_t`` with ``s_0 = x_0``.
+
+    Example:
+        >>> ema([1.0, 0.0, 0.0], a=0.5).tolist()
+        [1.0, 0.5, 0.25]
+    """
+    x = np.asarray([math.nan if v is None else v for v in values], dtype=float)
+    out = np.empty_like(x)
+    s = math.nan
+    for i, v in enumerate(x):
+        if math.isnan(v):
+            out[i] = s
+            continue
+        s = v if math.isnan(s) else a * s + (1 - a) * v
+        out[i] = s
+    return out
+
+
+def _stack(runs: list[dict], table: str, key: str) -> np.ndarray | None:
+    cols = [r[table].get(key) for r in runs]
+    if any(c is None for c in cols) or not cols:
+        return None
+    n = min(len(c) for c in cols)
+    if n == 0:
+        return None
+    return np.array([[math.nan if v is None else v for v in c[:n]] for c in cols], dtype=float)
+
+
+def _band(ax, x, ys, color, label, smooth=False):
+    if ys is None or x is None:
+        return
+    if smooth:
+        ys = np.stack([ema(list(y)) for y in ys])
+    with np.errstate(all="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(ys, axis=0)
+            lo, hi = np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
+    ax.plot(x, mean, color=color, label=label, linewidth=1.6)
+    if ys.shape[0] > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18, linewidth=0)
+
+
+def _figure(ncols: int):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(5.2 * ncols, 3.9), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+
+
+def _x(runs, table, key):
+    xs = _stack(runs, table, key)
+    return None if xs is None else np.nanmean(xs, axis=0)
+
+
+def write_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tuple[str, str]]:
+    """Write the PNGs of :data:`PLOTS` into ``out_dir``; return ``[(file, title)]``."""
+    from matplotlib import colormaps
+    cmap = colormaps["tab10"]
+    colors = {v["name"]: cmap(i % 10) for i, v in enumerate(variants)}
+    written = []
+
+    def save(fig, axes, fname, title):
+        for ax in axes:
+            ax.grid(True, alpha=0.3)
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            axes[-1].legend(handles, labels, fontsize=8, loc="best")
+        fig.suptitle(title)
+        fig.savefig(os.path.join(out_dir, fname))
+        written.append((fname, title))
+
+    for unit, xkey, steps_x in (("steps", "step", True), ("seconds", "time", False)):
+        fig, (a1, a2) = _figure(2)
+        for v in variants:
+            runs, c = v["runs"], colors[v["name"]]
+            if steps_x:
+                _band(a1, _x(runs, "steps", "step"), _stack(runs, "steps", "loss"), c, v["name"], smooth=True)
+            else:
+                _band(a1, _x(runs, "steps", "time"), _stack(runs, "steps", "loss"), c, v["name"], smooth=True)
+            _band(a2, _x(runs, "epochs", xkey), _stack(runs, "epochs", "val_loss"), c, v["name"])
+        a1.set_title("training loss (per step, EMA 0.9)")
+        a2.set_title("validation loss (per epoch)")
+        for a in (a1, a2):
+            a.set_xlabel(unit)
+            a.set_ylabel("loss")
+            a.set_yscale("log")
+        save(fig, [a1, a2], f"loss_vs_{unit}.png", f"Loss vs {'steps' if steps_x else 'training seconds'}")
+
+        fig, (a1, a2) = _figure(2)
+        for v in variants:
+            runs, c = v["runs"], colors[v["name"]]
+            _band(a1, _x(runs, "epochs", xkey), _stack(runs, "epochs", "train_acc"), c, v["name"])
+            _band(a2, _x(runs, "epochs", xkey), _stack(runs, "epochs", "val_acc"), c, v["name"])
+        a1.set_title("training accuracy (running, per epoch)")
+        a2.set_title("validation accuracy (per epoch)")
+        for a in (a1, a2):
+            a.set_xlabel(unit)
+            a.set_ylabel("accuracy")
+        save(fig, [a1, a2], f"accuracy_vs_{unit}.png",
+             f"Accuracy vs {'steps' if steps_x else 'training seconds'}")
+
+    fig, (a1, a2) = _figure(2)
+    for v in variants:
+        runs, c = v["runs"], colors[v["name"]]
+        x = _x(runs, "steps", "step")
+        _band(a1, x, _stack(runs, "steps", "lr"), c, v["name"])
+        _band(a2, x, _stack(runs, "steps", "momentum"), c, v["name"])
+    a1.set_title("learning rate")
+    a1.set_yscale("log")
+    a2.set_title("momentum (or Adam's beta1)")
+    for a in (a1, a2):
+        a.set_xlabel("steps")
+    save(fig, [a1, a2], "lr_vs_steps.png", "Learning rate and momentum vs steps")
+
+    fig, (a1,) = _figure(1)
+    for v in variants:
+        runs, c = v["runs"], colors[v["name"]]
+        _band(a1, _x(runs, "steps", "step"), _stack(runs, "steps", "grad_norm"), c, v["name"], smooth=True)
+    a1.set_title("global gradient norm ||g||_2 (EMA 0.9)")
+    a1.set_xlabel("steps")
+    a1.set_yscale("log")
+    save(fig, [a1], "grad_norm_vs_steps.png", "Gradient norm vs steps")
+    return written

@@ -1,0 +1,350 @@
+"""Recipes: YAML files that name the data, model, optimizer, schedule, epochs and seeds.
+
+A recipe is a mapping (read with ``yaml.safe_load``)::
+
+    name: digits-optimizers           # the run folder: runs/<name>
+    data: {name: digits, val_fraction: 0.1}          # descend.data.load(name, **kwargs)
+    model: {name: mlp, hidden: [128]}                # descend.nn.MODELS
+    init: {name: he_normal}                          # descend.init.apply (optional)
+    loss: {name: cross_entropy}                      # descend.losses.LOSSES
+    optimizer: {name: sgd, lr: 0.1}                  # descend.optim.create
+    schedule: {lr: {name: cosine, e0: 0.1, total: 600}}   # descend.schedules, per hyperparameter
+    batch_size: 64                                   # or a schedule of the epoch
+    epochs: 20
+    seeds: [0, 1, 2]
+    callbacks: [{name: early_stopping, patience: 5}] # descend.train.CALLBACKS
+    regularizers: [{name: l2, weight_decay: 1e-4}]   # descend.regularize.REGULARIZERS
+    variants:                                        # each overrides the fields above
+      - {name: sgd}
+      - {name: adam, optimizer: {name: adam, lr: 0.001}}
+    grid: {optimizer.lr: [0.01, 0.1]}                # every variant x every value
+
+Every component is ``{name: ..., <keyword arguments>}`` resolved through a registry,
+so a new optimizer, schedule, callback or regularizer needs no change here. Errors
+name the field path and the value (``variants[2].optimizer.lr: `lr` must be >= 0.
+Received: lr=-1``): unknown keys, wrong types, bad values and missing files.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe is invalid; the message names the file, the field path and the value."""
+
+
+class Component(BaseModel):
+    """``{name: ..., **kwargs}``: a registry name and the keyword arguments of its factory."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.kwargs}
+
+
+class RunSpec(BaseModel):
+    """One fully resolved variant: everything needed to train it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = "base"
+    data: Component
+    model: Component
+    init: Component | None = None
+    loss: Component = Component(name="cross_entropy")
+    optimizer: Component
+    schedule: dict[str, Any] = Field(default_factory=dict)
+    schedule_unit: Literal["step", "epoch"] = "step"
+    schedule_scale: Literal["absolute", "relative"] = "absolute"
+    batch_size: Any = 64
+    eval_batch_size: int = Field(default=1024, ge=1)
+    epochs: int = Field(ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    split_seed: int = 0
+    target_accuracy: float = Field(default=0.9, gt=0, le=1)
+    callbacks: list[Component] = Field(default_factory=list)
+    regularizers: list[Component] = Field(default_factory=list)
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+    grad_norm: bool = True
+
+
+RUN_KEYS = set(RunSpec.model_fields) - {"name"}
+TOP_KEYS = {"name", "description", "device", "variants", "grid"} | RUN_KEYS
+
+
+class Recipe(BaseModel):
+    """A parsed recipe: shared fields, variants and grid; :meth:`runs` expands them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    device: str = "cpu"
+    variants: list[dict[str, Any]] = Field(default_factory=list)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    base: dict[str, Any] = Field(default_factory=dict)
+    source: str = "<recipe>"
+    folder: str = "."
+
+    def runs(self) -> list["Run"]:
+        """Expand variants x grid into validated :class:`Run` objects."""
+        variants = self.variants or [{"name": "base"}]
+        names = [k for k in self.grid]
+        combos = list(itertools.product(*(self.grid[k] for k in names))) if names else [()]
+        runs, seen = [], set()
+        for i, v in enumerate(variants):
+            vpath = f"variants[{i}]" if self.variants else ""
+            for combo in combos:
+                merged = merge(copy.deepcopy(self.base), copy.deepcopy(v))
+                suffix = []
+                for key, value in zip(names, combo):
+                    set_path(merged, key, copy.deepcopy(value))
+                    suffix.append(f"{key.split('.')[-1]}={value}")
+                name = merged.get("name", "base")
+                if suffix:
+                    name = f"{name}-" + "-".join(suffix)
+                merged["name"] = name
+                if name in seen:
+                    raise RecipeError(f"{self.source}: {vpath or 'variants'}.name: variant names must "
+                                      f"be unique. Received: name={name!r}")
+                seen.add(name)
+                origin = Origin(vpath, v, names)
+                try:
+                    spec = RunSpec(**merged)
+                except ValidationError as e:
+                    raise RecipeError(f"{self.source}: " + pydantic_message(e, origin)) from None
+                run = Run(spec=spec, origin=origin, recipe=self)
+                run.check_static()
+                runs.append(run)
+        return runs
+
+
+class Origin:
+    """Maps a field path of a merged variant back to where the recipe wrote it."""
+
+    def __init__(self, vpath: str, override: dict[str, Any], grid_keys: list[str]):
+        self.vpath, self.override, self.grid_keys = vpath, override, grid_keys
+
+    def path(self, parts: list[Any]) -> str:
+        dotted = join_path(parts)
+        for key in self.grid_keys:
+            if dotted == key or dotted.startswith(key + ".") or dotted.startswith(key + "["):
+                return f"grid.{key}"
+        node: Any = self.override
+        for p in parts:
+            if isinstance(node, dict) and p in node:
+                node = node[p]
+            elif isinstance(node, list) and isinstance(p, int) and p < len(node):
+                node = node[p]
+            else:
+                return dotted
+        return f"{self.vpath}.{dotted}" if self.vpath else dotted
+
+
+class Run:
+    """One variant of a recipe with the origin of its fields (for error messages)."""
+
+    def __init__(self, spec: RunSpec, origin: Origin, recipe: Recipe):
+        self.spec, self.origin, self.recipe = spec, origin, recipe
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def error(self, parts: list[Any], message: str) -> RecipeError:
+        return RecipeError(f"{self.recipe.source}: {self.origin.path(parts)}: {message}")
+
+    def check_static(self) -> None:
+        """Checks that need no registry: batch size and files named in the recipe."""
+        bs = self.spec.batch_size
+        if isinstance(bs, bool) or not isinstance(bs, (int, dict)) or (isinstance(bs, int) and bs < 1):
+            raise self.error(["batch_size"], "`batch_size` must be an integer >= 1 or a schedule "
+                             f"mapping. Received: batch_size={bs!r}")
+        root = self.spec.data.kwargs.get("root")
+        if root is not None:
+            if not isinstance(root, str):
+                raise self.error(["data", "root"], f"`root` must be a folder path. Received: root={root!r}")
+            path = self.resolve(root)
+            if not path.is_dir():
+                raise self.error(["data", "root"], f"the folder does not exist: {path}. "
+                                 f"Received: root={root!r}")
+
+    def resolve(self, path: str) -> Path:
+        """A path from the recipe: relative paths are relative to the recipe's folder."""
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else Path(self.recipe.folder) / p
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into ``base``; a component whose ``name`` changes is replaced whole."""
+    for k, v in override.items():
+        b = base.get(k)
+        if isinstance(b, dict) and isinstance(v, dict) and b.get("name", v.get("name")) == v.get("name", b.get("name")):
+            base[k] = merge(b, v)
+        else:
+            base[k] = v
+    return base
+
+
+def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``d["a"]["b"] = value`` for ``dotted="a.b"``, creating mappings on the way."""
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        if not isinstance(d.get(p), dict):
+            d[p] = {}
+        d = d[p]
+    d[parts[-1]] = value
+
+
+def join_path(parts: list[Any]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer", "int_from_float": "an integer", "float_type": "a number",
+    "string_type": "a string", "bool_type": "a bool", "list_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping with a `name` key",
+    "model_attributes_type": "a mapping with a `name` key",
+}
+
+
+def pydantic_message(e: ValidationError, origin: Origin | None, allowed: set[str] | None = None) -> str:
+    """The first error of ``e`` as ``path: `field` must be ... Received: field=value``."""
+    err = e.errors()[0]
+    parts = list(err["loc"])
+    path = origin.path(parts) if origin else join_path(parts)
+    leaf = str(parts[-1]) if parts else "recipe"
+    value = err.get("input")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        keys = sorted(allowed if allowed is not None else (TOP_KEYS if len(parts) == 1 and origin is None
+                                                           else RUN_KEYS | {"name"}))
+        close = difflib.get_close_matches(leaf, keys, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return (f"{path}: unknown key {leaf!r} (allowed: {', '.join(keys)}).{hint} "
+                f"Received: {leaf}={value!r}")
+    if kind == "missing":
+        return f"{path}: `{leaf}` is required but missing."
+    if kind in _TYPE_WORDS:
+        return f"{path}: `{leaf}` must be {_TYPE_WORDS[kind]}. Received: {leaf}={value!r}"
+    msg = err["msg"]
+    for prefix, verb in (("Input should be ", "be "), ("String should ", ""), ("List should ", "")):
+        if msg.startswith(prefix):
+            cond = verb + msg[len(prefix):]
+            break
+    else:
+        cond = "be valid: " + msg
+    return f"{path}: `{leaf}` must {cond}. Received: {leaf}={value!r}"
+
+
+def find(recipe: str | os.PathLike) -> Path:
+    """The recipe file: a path, or the name of a bundled recipe (``default``, ``tiny``)."""
+    p = Path(recipe)
+    if p.is_file():
+        return p
+    bundled = RECIPES_DIR / f"{recipe}.yaml"
+    if not os.sep in str(recipe) and bundled.is_file():
+        return bundled
+    names = ", ".join(sorted(f.stem for f in RECIPES_DIR.glob("*.yaml")))
+    raise RecipeError(f"recipe file not found: {recipe} (bundled recipes: {names})")
+
+
+def bundled_names() -> list[str]:
+    return sorted(f.stem for f in RECIPES_DIR.glob("*.yaml"))
+
+
+def load(recipe: str | os.PathLike | dict[str, Any], *, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a recipe (a path, a bundled name, or an already parsed mapping).
+
+    ``overrides`` replace top-level fields after reading (``{"epochs": 2, "seeds": [0]}``),
+    as the command line's ``--epochs`` / ``--seeds`` / ``--device`` do.
+
+    Example:
+        >>> r = load("tiny")
+        >>> [run.name for run in r.runs()][:2]
+        ['sgd', 'momentum']
+    """
+    if isinstance(recipe, dict):
+        raw, source, folder = copy.deepcopy(recipe), "<recipe>", "."
+    else:
+        path = find(recipe)
+        from descend.io import load_yaml
+        try:
+            raw = load_yaml(path)
+        except Exception as e:  # corrupt or unsafe YAML: the io module's message names the file
+            raise RecipeError(str(e)) from None
+        source, folder = str(path), str(path.parent)
+        if isinstance(raw, dict):
+            raw.setdefault("name", path.stem)
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping of fields. Received: {type(raw).__name__}")
+    for k, v in (overrides or {}).items():
+        raw[k] = v
+        for variant in raw.get("variants") or []:
+            if isinstance(variant, dict):
+                variant.pop(k, None)  # the command line wins over every variant
+    unknown = [k for k in raw if k not in TOP_KEYS]
+    if unknown:
+        k = unknown[0]
+        close = difflib.get_close_matches(str(k), sorted(TOP_KEYS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise RecipeError(f"{source}: {k}: unknown key {k!r} (allowed: {', '.join(sorted(TOP_KEYS))})."
+                          f"{hint} Received: {k}={raw[k]!r}")
+    for i, v in enumerate(raw.get("variants") or []):
+        if not isinstance(v, dict):
+            raise RecipeError(f"{source}: variants[{i}]: a variant must be a mapping of fields. "
+                              f"Received: variants[{i}]={v!r}")
+        if "name" not in v:
+            raise RecipeError(f"{source}: variants[{i}].name: `name` is required but missing.")
+        bad = [k for k in v if k not in RUN_KEYS | {"name"}]
+        if bad:
+            close = difflib.get_close_matches(str(bad[0]), sorted(RUN_KEYS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise RecipeError(f"{source}: variants[{i}].{bad[0]}: unknown key {bad[0]!r} "
+                              f"(allowed: {', '.join(sorted(RUN_KEYS | {'name'}))}).{hint} "
+                              f"Received: {bad[0]}={v[bad[0]]!r}")
+    for key in (raw.get("grid") or {}):
+        if not isinstance(key, str) or key.split(".")[0] not in RUN_KEYS:
+            raise RecipeError(f"{source}: grid.{key}: a grid key must be a dotted path into a "
+                              f"variant field (e.g. optimizer.lr). Received: grid key {key!r}")
+    top = {k: raw[k] for k in ("name", "description", "device", "variants", "grid") if k in raw}
+    base = {k: v for k, v in raw.items() if k in RUN_KEYS}
+    try:
+        r = Recipe(**top, base=base, source=source, folder=folder)
+    except ValidationError as e:
+        raise RecipeError(f"{source}: " + pydantic_message(e, None)) from None
+    for key, values in r.grid.items():
+        if not values:
+            raise RecipeError(f"{source}: grid.{key}: `{key}` must be a non-empty list. Received: {values!r}")
+    r.runs()  # validate the expansion now
+    return r
+
+
+_BACKTICK = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)")
+_UNEXPECTED = re.compile(r"unexpected keyword argument(?:\(s\))?:? '?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def field_of(message: str, section: dict[str, Any]) -> str | None:
+    """The keyword a constructor's error names, if it is one of ``section``'s keys."""
+    for rx in (_UNEXPECTED, _BACKTICK):
+        for m in rx.finditer(message):
+            if m.group(1) in section:
+                return m.group(1)
+    return None

@@ -1,0 +1,224 @@
+"""Build and train the runs of a recipe; summarise them over seeds.
+
+For every variant and seed: ``torch.manual_seed(seed)``, build the model (and apply the
+initializer), the loss, the optimizer, the schedules, callbacks and regularizers
+through their registries, train with :class:`descend.train.Trainer` (shuffling seeded
+with the same seed), evaluate on the test split. The data split depends only on
+``split_seed``, so every variant and seed sees the same train / validation / test sets.
+
+Summary per variant (over seeds, mean and sample standard deviation, ``ddof=1``):
+final and best validation accuracy, final test accuracy, and the steps and seconds to
+reach ``target_accuracy`` on the validation set (checked at the end of each epoch;
+averaged over the seeds that reached it, with ``reached = k/n``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from descend.experiments.recipe import RecipeError, Run, field_of
+
+
+@dataclass
+class Built:
+    """The objects a run trains with."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    trainer: Any
+    data: Any
+
+
+def _guard(run: Run, parts: list[Any], section: dict[str, Any], fn: Callable[[], Any]) -> Any:
+    """Call ``fn``; re-raise a constructor's ValueError/TypeError with the recipe field path."""
+    try:
+        return fn()
+    except RecipeError:
+        raise
+    except (ValueError, TypeError, KeyError, OSError, ImportError, AttributeError) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        field = field_of(msg, section)
+        raise run.error(parts + [field] if field else parts, msg) from None
+
+
+def load_data(run: Run, cache: dict[str, Any]):
+    """The data splits of ``run`` (cached by data spec and split seed)."""
+    spec = run.spec
+    kwargs = spec.data.kwargs
+    key = json.dumps([spec.data.as_dict(), spec.split_seed], sort_keys=True, default=str)
+    if key not in cache:
+        if "root" in kwargs and kwargs["root"] is not None:
+            kwargs["root"] = str(run.resolve(kwargs["root"]))
+        import descend.data as data
+        cache[key] = _guard(run, ["data"], spec.data.as_dict(),
+                            lambda: data.load(spec.data.name, seed=spec.split_seed, **kwargs))
+    return cache[key]
+
+
+def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
+          cache: dict[str, Any] | None = None, callbacks: list | None = None,
+          progress: bool = False) -> Built:
+    """Construct everything ``run`` needs for ``seed``; errors name the recipe field."""
+    from descend import optim, schedules
+    from descend.train import CALLBACKS, Callback, Trainer
+
+    spec = run.spec
+    cache = {} if cache is None else cache
+    data = load_data(run, cache)
+    torch.manual_seed(seed)
+    from descend.nn import MODELS
+    model = _guard(run, ["model"], spec.model.as_dict(), lambda: MODELS.create(
+        spec.model.name, input_shape=tuple(data.input_shape), num_classes=data.num_classes,
+        **spec.model.kwargs))
+    if spec.init is not None:
+        from descend import init
+        _guard(run, ["init"], spec.init.as_dict(),
+               lambda: init.apply(model, spec.init.name, **spec.init.kwargs))
+    from descend.losses import LOSSES
+    loss_fn = _guard(run, ["loss"], spec.loss.as_dict(),
+                     lambda: LOSSES.create(spec.loss.name, **spec.loss.kwargs))
+    opt = _guard(run, ["optimizer"], spec.optimizer.as_dict(),
+                 lambda: optim.create(spec.optimizer.name, model.parameters(), **spec.optimizer.kwargs))
+
+    cbs: list = []
+    scheds: dict[str, Any] = {}
+    for key, s in spec.schedule.items():
+        section = s if isinstance(s, dict) else {}
+        scheds[key] = _guard(run, ["schedule", key], section, lambda s=s: schedules.create(s))
+        if isinstance(scheds[key], Callback):  # metric-driven (plateau): fed by the epoch logs
+            cbs.append(scheds[key])
+    schedulers = []
+    if scheds:
+        schedulers.append(_guard(run, ["schedule"], dict(spec.schedule), lambda: schedules.Scheduler(
+            opt, scheds, unit=spec.schedule_unit, scale=spec.schedule_scale)))
+
+    batch_size: Any = spec.batch_size
+    if isinstance(batch_size, dict):
+        bs_sched = _guard(run, ["batch_size"], batch_size, lambda: schedules.create(spec.batch_size))
+        _guard(run, ["batch_size"], {}, lambda: schedules.batch_size_at(bs_sched, 0))
+        batch_size = lambda epoch: schedules.batch_size_at(bs_sched, epoch)  # noqa: E731
+
+    for i, c in enumerate(spec.callbacks):
+        cbs.append(_guard(run, ["callbacks", i], c.as_dict(), lambda c=c: CALLBACKS.create(c.name, **c.kwargs)))
+    for i, r in enumerate(spec.regularizers):
+        def make(r=r):
+            from descend.regularize import REGULARIZERS
+            obj = REGULARIZERS.create(r.name, **r.kwargs)
+            if not isinstance(obj, Callback):
+                raise TypeError(f"regularizer {r.name!r} is not a training callback and cannot be "
+                                f"used in a recipe. Received: {type(obj).__name__}")
+            return obj
+        cbs.append(_guard(run, ["regularizers", i], r.as_dict(), make))
+    cbs.extend(callbacks or [])
+
+    trainer = _guard(run, [], {"batch_size": 1, "metrics": 1, "eval_batch_size": 1}, lambda: Trainer(
+        model, opt, loss_fn=loss_fn, schedulers=schedulers, callbacks=cbs, metrics=tuple(spec.metrics),
+        batch_size=batch_size, eval_batch_size=spec.eval_batch_size, device=device, seed=seed,
+        progress=progress, grad_norm=spec.grad_norm))
+    return Built(model=model, optimizer=opt, trainer=trainer, data=data)
+
+
+def check_device(device: str) -> torch.device:
+    """``torch.device(device)``, with a clear error when CUDA is asked for but absent."""
+    from descend.train import Trainer
+    return Trainer._check_device(device)
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN / inf -> None."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
+              progress: bool = False) -> dict[str, Any]:
+    """Train ``run`` with ``seed``; return its curves and final numbers (JSON-ready)."""
+    built = build(run, seed, device=device, cache=cache, callbacks=callbacks, progress=progress)
+    t, data = built.trainer, built.data
+    val = data.val if len(data.val) else None
+    t0 = time.perf_counter()
+    hist = t.fit(data.train, val, epochs=run.spec.epochs)
+    wall = time.perf_counter() - t0
+    test = t.evaluate(data.test) if len(data.test) else {}
+    ep = hist.epochs
+    acc_key = "val_acc" if "val_acc" in ep else "train_acc"
+    accs = ep.get(acc_key, [])
+    reached = next((i for i, a in enumerate(accs) if a is not None and a >= run.spec.target_accuracy), None)
+    finite = [a for a in accs if a is not None and math.isfinite(a)]
+    result = {
+        "seed": seed,
+        "steps": hist.steps,
+        "epochs": hist.epochs,
+        "test": test,
+        "final_val_acc": ep["val_acc"][-1] if "val_acc" in ep and ep["val_acc"] else None,
+        "best_val_acc": max(finite) if "val_acc" in ep and finite else None,
+        "final_test_acc": test.get("acc"),
+        "final_train_loss": ep["train_loss"][-1] if ep.get("train_loss") else None,
+        "target_metric": acc_key,
+        "steps_to_target": ep["step"][reached] if reached is not None else None,
+        "seconds_to_target": ep["time"][reached] if reached is not None else None,
+        "train_seconds": t.train_seconds,
+        "wall_seconds": wall,
+        "epochs_run": t.epoch,
+        "steps_run": t.global_step,
+    }
+    result["model"] = built.model
+    return result
+
+
+def mean_std(values: list[Any]) -> dict[str, Any]:
+    """``{"mean", "std", "n"}`` over the finite values (sample std, ddof=1; 0 for one value)."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return {"mean": None, "std": None, "n": 0}
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return {"mean": m, "std": sd, "n": len(xs)}
+
+
+SUMMARY_KEYS = ["final_val_acc", "best_val_acc", "final_test_acc", "final_train_loss",
+                "steps_to_target", "seconds_to_target", "train_seconds"]
+
+
+def summarize(variant: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary row: mean/std over seeds of :data:`SUMMARY_KEYS`, and ``reached`` k/n."""
+    row: dict[str, Any] = {"variant": variant, "seeds": [r["seed"] for r in runs]}
+    for k in SUMMARY_KEYS:
+        row[k] = mean_std([r.get(k) for r in runs])
+    row["reached"] = f"{sum(r['steps_to_target'] is not None for r in runs)}/{len(runs)}"
+    return row
+
+
+def run_all(runs: list[Run], *, device="cpu", on_result: Callable[[Run, dict], None] | None = None,
+            progress: bool = False) -> list[dict[str, Any]]:
+    """Train every run for every seed; return ``[{"name", "config", "runs": [...]}]``.
+
+    All runs are built once with their first seed before any training, so that a
+    recipe error surfaces in a second, not after minutes of training.
+    """
+    cache: dict[str, Any] = {}
+    for run in runs:
+        build(run, run.spec.seeds[0], device=device, cache=cache)
+    out = []
+    for run in runs:
+        results = []
+        for seed in run.spec.seeds:
+            r = train_one(run, seed, device=device, cache=cache)
+            r.pop("model", None)
+            results.append(_clean(r))
+            if on_result is not None:
+                on_result(run, r)
+        out.append({"name": run.name, "config": run.spec.model_dump(), "runs": results,
+                    "summary": _clean(summarize(run.name, results))})
+    return out

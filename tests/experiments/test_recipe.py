@@ -1,0 +1,124 @@
+import re
+
+import pytest
+
+from descend.experiments.recipe import RecipeError, load, merge
+
+BASE = {
+    "name": "t",
+    "data": {"name": "digits"},
+    "model": {"name": "mlp", "hidden": [8]},
+    "optimizer": {"name": "sgd", "lr": 0.1},
+    "epochs": 1,
+}
+
+
+def rec(**changes):
+    d = {**BASE, **changes}
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def error_of(recipe, **kw) -> str:
+    with pytest.raises(RecipeError) as e:
+        load(recipe, **kw)
+    return str(e.value)
+
+
+def test_bundled_recipes_expand():
+    assert [r.name for r in load("default").runs()] == [
+        "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
+    runs = load("default").runs()
+    assert runs[1].spec.optimizer.as_dict() == {"name": "momentum", "lr": 0.01, "momentum": 0.9}
+    assert runs[0].spec.seeds == [0, 1, 2] and runs[0].spec.epochs == 20
+
+
+@pytest.mark.parametrize("recipe, expected", [
+    # unknown keys, at the top, in a variant, with a suggestion
+    (rec(optimzer={"name": "sgd"}),
+     "optimzer: unknown key 'optimzer' (allowed: "),
+    (rec(variants=[{"name": "a"}, {"name": "b", "epochz": 3}]),
+     "variants[1].epochz: unknown key 'epochz'"),
+    # wrong types
+    (rec(epochs="ten"), "epochs: `epochs` must be an integer. Received: epochs='ten'"),
+    (rec(variants=[{"name": "a", "epochs": 2.5}]),
+     "variants[0].epochs: `epochs` must be an integer. Received: epochs=2.5"),
+    (rec(optimizer="sgd"),
+     "optimizer: `optimizer` must be a mapping with a `name` key. Received: optimizer='sgd'"),
+    (rec(seeds=[0, "one"]), "seeds[1]: `1` must be an integer. Received: 1='one'"),
+    (rec(variants=[{"name": "a", "optimizer": {"lr": 0.1, "name": 3}}]),
+     "variants[0].optimizer.name: `name` must be a string. Received: name=3"),
+    # bad values
+    (rec(epochs=0), "epochs: `epochs` must be greater than or equal to 1. Received: epochs=0"),
+    (rec(target_accuracy=1.5), "target_accuracy: `target_accuracy` must be less than or equal to 1"),
+    (rec(batch_size=0), "batch_size: `batch_size` must be an integer >= 1 or a schedule mapping. "
+                        "Received: batch_size=0"),
+    (rec(schedule_unit="batch"), "schedule_unit: `schedule_unit` must be 'step' or 'epoch'"),
+    (rec(name="no spaces"), "name: `name` must match pattern"),
+    # missing fields
+    (rec(model=None), "model: `model` is required but missing."),
+    (rec(variants=[{"optimizer": {"name": "adam"}}]), "variants[0].name: `name` is required"),
+    # grids
+    (rec(grid={"optimzer.lr": [0.1]}), "grid.optimzer.lr: a grid key must be a dotted path"),
+    (rec(grid={"epochs": ["x"]}), "grid.epochs: `epochs` must be an integer. Received: epochs='x'"),
+    (rec(variants=[{"name": "a"}, {"name": "a"}]), "variant names must be unique"),
+])
+def test_validation_errors_name_the_field(recipe, expected):
+    msg = error_of(recipe)
+    assert msg.startswith("<recipe>: ")
+    assert expected in msg, msg
+
+
+def test_missing_files(tmp_path):
+    msg = error_of(str(tmp_path / "nope.yaml"))
+    assert "recipe file not found" in msg and "nope.yaml" in msg and "default" in msg
+    p = tmp_path / "r.yaml"
+    p.write_text("name: r\ndata: {name: mnist, root: no_such_dir}\nmodel: {name: mlp}\n"
+                 "optimizer: {name: sgd}\nepochs: 1\n")
+    msg = error_of(str(p))
+    assert msg.startswith(f"{p}: data.root: the folder does not exist: {tmp_path / 'no_such_dir'}")
+    assert "Received: root='no_such_dir'" in msg
+    (tmp_path / "no_such_dir").mkdir()  # relative to the recipe's folder, not the cwd
+    assert load(str(p)).runs()[0].resolve("no_such_dir") == tmp_path / "no_such_dir"
+
+
+def test_yaml_problems(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: [unclosed\n")
+    assert "not valid YAML" in error_of(str(p))
+    p.write_text("!!python/object/apply:os.system ['echo hi']\n")
+    assert "refused" in error_of(str(p))
+    p.write_text("- just\n- a list\n")
+    assert "a recipe must be a mapping" in error_of(str(p))
+
+
+def test_grid_expands_every_variant():
+    r = load(rec(variants=[{"name": "sgd"}, {"name": "adam", "optimizer": {"name": "adam", "lr": 0.001}}],
+                 grid={"optimizer.lr": [0.01, 0.1], "batch_size": [16, 32]}))
+    runs = r.runs()
+    assert [x.name for x in runs] == [
+        "sgd-lr=0.01-batch_size=16", "sgd-lr=0.01-batch_size=32",
+        "sgd-lr=0.1-batch_size=16", "sgd-lr=0.1-batch_size=32",
+        "adam-lr=0.01-batch_size=16", "adam-lr=0.01-batch_size=32",
+        "adam-lr=0.1-batch_size=16", "adam-lr=0.1-batch_size=32"]
+    assert runs[5].spec.optimizer.as_dict() == {"name": "adam", "lr": 0.01}
+    assert runs[5].spec.batch_size == 32
+    # the field-path of a grid value points at the grid, of an override at the variant
+    assert runs[5].origin.path(["optimizer", "lr"]) == "grid.optimizer.lr"
+    assert runs[5].origin.path(["optimizer", "name"]) == "variants[1].optimizer.name"
+    assert runs[5].origin.path(["model", "hidden"]) == "model.hidden"
+
+
+def test_merge_replaces_a_component_whose_name_changes():
+    base = {"optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.5}, "model": {"name": "mlp", "hidden": [8]}}
+    out = merge(base, {"optimizer": {"name": "adam"}, "model": {"dropout": 0.1}})
+    assert out["optimizer"] == {"name": "adam"}
+    assert out["model"] == {"name": "mlp", "hidden": [8], "dropout": 0.1}
+    assert merge({"optimizer": {"name": "sgd", "lr": 0.1}}, {"optimizer": {"lr": 0.2}}) == \
+        {"optimizer": {"name": "sgd", "lr": 0.2}}
+
+
+def test_overrides_win_over_variants():
+    r = load(rec(variants=[{"name": "a", "epochs": 5}]), overrides={"epochs": 2, "seeds": [7]})
+    assert r.runs()[0].spec.epochs == 2 and r.runs()[0].spec.seeds == [7]
+    msg = error_of(rec(), overrides={"epochs": -1})
+    assert re.search(r"epochs: `epochs` must be greater than or equal to 1. Received: epochs=-1", msg)
