@@ -15,8 +15,10 @@ split is carved from the training data with ``seed``, stratified by class, so th
 from __future__ import annotations
 
 import functools
+import importlib.util
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,9 +152,21 @@ def _no_root(name: str, root) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    return d.images.astype(np.float32) / 16.0, d.target.astype(np.int64)
+    # Read the CSV that the scikit-learn wheel ships (64 pixel counts then the label per
+    # row) without importing scikit-learn, which costs about 2 s; fall back to its loader.
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if path is not None and path.is_file():
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+        images, target = table[:, :-1].reshape(-1, 8, 8), table[:, -1]
+    else:  # pragma: no cover - a scikit-learn that stores the file elsewhere
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        images, target = d.images, d.target
+    x, y = images.astype(np.float32) / 16.0, target.astype(np.int64)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
 
 
 @DATASETS.register("digits")
