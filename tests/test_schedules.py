@@ -354,3 +354,40 @@ def test_docstring_examples_run():
     import doctest
     res = doctest.testmod(S, optionflags=doctest.ELLIPSIS)
     assert res.attempted > 15 and res.failed == 0
+
+
+def test_scheduler_drives_descend_optim_like_torch_optim():
+    """The same schedules on descend.optim.Adam and torch.optim.Adam give the same weights."""
+    from descend import optim as dopt
+
+    def run(cls):
+        torch.manual_seed(0)
+        w = torch.randn(4, dtype=torch.float64, requires_grad=True)
+        opt = cls([w], lr=0.05, betas=(0.9, 0.999))
+        sch = S.Scheduler(opt, {"lr": S.warmup(S.cosine(0.05, 20), steps=5),
+                                "momentum": S.momentum_ramp(0.5, 0.9, steps=10)})
+        for _ in range(25):
+            opt.zero_grad()
+            ((w - 2.0) ** 2).sum().backward()
+            opt.step()
+            sch.step()
+        assert opt.param_groups[0]["betas"][0] == pytest.approx(0.9)
+        return w.detach()
+
+    torch.testing.assert_close(run(dopt.Adam), run(torch.optim.Adam), rtol=0, atol=1e-12)
+
+
+def test_scheduler_state_dict_carries_plateau_state():
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=1.0)
+    p = S.plateau(1.0, factor=0.5, patience=0)
+    sch = S.Scheduler(opt, {"lr": p}, unit="epoch")
+    for m in (1.0, 2.0):
+        p.step(m)
+        sch.step()
+    assert opt.param_groups[0]["lr"] == 0.5
+    p2 = S.plateau(1.0, factor=0.5, patience=0)
+    opt2 = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sch2 = S.Scheduler(opt2, {"lr": p2}, unit="epoch")
+    sch2.load_state_dict(sch.state_dict())
+    assert opt2.param_groups[0]["lr"] == 0.5 and p2.best == 1.0 and sch2.t == 2
