@@ -1,0 +1,17 @@
+"""Layers torch lacks or that need the notes' semantics, and model builders by name.
+
+- activations: ``ScaledTanh`` (1.7159 tanh(2x/3)), ``Maxout``, ``MaxoutLinear``, the
+  ``ACTIVATIONS`` registry;
+- normalization: norms by name for the builders, ``convert_sync_batchnorm``;
+- models: the ``MODELS`` registry (``mlp``, ``cnn``, ``logistic``, ``rnn``, ``gru``,
+  ``lstm``) and ``ResidualBlock``.
+"""
+
+from descend.nn.activations import ACTIVATIONS, Maxout, MaxoutLinear, ScaledTanh, gain_for
+from descend.nn.models import MODELS, RecurrentClassifier, ResidualBlock
+from descend.nn.normalization import convert_sync_batchnorm, norm_layer
+
+__all__ = [
+    "ACTIVATIONS", "MODELS", "Maxout", "MaxoutLinear", "RecurrentClassifier", "ResidualBlock", "ScaledTanh",
+    "convert_sync_batchnorm", "gain_for", "norm_layer",
+]
