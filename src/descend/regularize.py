@@ -124,7 +124,7 @@ def soft_threshold(w: torch.Tensor, threshold: float) -> torch.Tensor:
     applied after each gradient step; it sets small weights to exactly zero.
 
     Example:
-        >>> soft_threshold(torch.tensor([0.5, -0.05, -2.0]), 0.1)
+        >>> soft_threshold(torch.tensor([0.5, 0.05, -2.0]), 0.1)
         tensor([ 0.4000,  0.0000, -1.9000])
     """
     return torch.sign(w) * torch.clamp(w.abs() - threshold, min=0)

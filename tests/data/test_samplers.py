@@ -1,0 +1,126 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from descend.data.samplers import (
+    SAMPLERS, BootstrapSampler, ClassInterleavedSampler, GrowingBatchSampler,
+    LossProportionalSampler, ShuffleSampler, bootstrap_indices, growing_batch_size,
+)
+
+
+def test_shuffle_new_permutation_each_epoch_and_reproducible():
+    s = ShuffleSampler(50, seed=3)
+    e0, e1 = list(s), list(s)
+    assert sorted(e0) == sorted(e1) == list(range(50)) and e0 != e1
+    again = ShuffleSampler(50, seed=3)
+    assert list(again) == e0
+    again.set_epoch(1)
+    assert list(again) == e1
+    assert len(s) == 50
+    data = TensorDataset(torch.arange(10).float())
+    seen = torch.cat([b[0] for b in DataLoader(data, batch_size=4, sampler=ShuffleSampler(data))])
+    assert sorted(seen.tolist()) == list(range(10))
+
+
+def test_class_interleaved_balanced_has_no_consecutive_repeats():
+    y = torch.arange(3).repeat(40)[torch.randperm(120)]
+    s = ClassInterleavedSampler(y, seed=0)
+    for _ in range(3):
+        order = list(s)
+        assert sorted(order) == list(range(120))
+        ys = y[order]
+        assert int((ys[1:] == ys[:-1]).sum()) == 0
+    # every block of 3 consecutive examples holds each class once
+    ys = y[list(ClassInterleavedSampler(y, seed=1))]
+    assert all(sorted(ys[i:i + 3].tolist()) == [0, 1, 2] for i in range(0, 120, 3))
+
+
+def test_class_interleaved_imbalanced_spreads_the_majority_class():
+    y = torch.tensor([0] * 30 + [1] * 10)
+    for seed in range(5):
+        ys = y[list(ClassInterleavedSampler(y, seed=seed))].tolist()
+        runs, cur = [], 1
+        for a, b in zip(ys, ys[1:]):
+            cur = cur + 1 if a == b else 1
+            runs.append(cur)
+        assert max(runs) <= 3            # ceil(30 / 10): never a long single-class stretch
+        repeats = sum(a == b for a, b in zip(ys, ys[1:]))
+        assert repeats <= 30 - 10        # at most one more than the minimum 30 - 10 - 1
+
+
+def test_loss_proportional_draws_in_proportion_to_loss():
+    n = 4
+    losses = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    s = LossProportionalSampler(n, num_samples=40000, mix=0.0)
+    s.update(torch.arange(n), losses)
+    counts = torch.bincount(torch.tensor(list(s)), minlength=n).double()
+    p = losses / losses.sum()
+    freq = counts / 40000
+    sd = torch.sqrt(p * (1 - p) / 40000)
+    assert ((freq - p).abs() < 5 * sd).all()
+    # the high-error example is drawn ~4x as often as the low-error one
+    assert abs(counts[3] / counts[0] - 4.0) < 0.3
+
+
+def test_loss_proportional_mix_and_smoothing_by_formula():
+    s = LossProportionalSampler(4, mix=0.2, beta=0.5)
+    s.update([0, 1], torch.tensor([3.0, 0.0]))       # l = 0.5*1 + 0.5*new
+    l = torch.tensor([2.0, 0.5, 1.0, 1.0])
+    expected = 0.8 * l / l.sum() + 0.2 / 4
+    assert torch.allclose(s.probabilities(), expected)
+    assert (s.probabilities() > 0).all()
+    with pytest.raises(ValueError, match="`losses` must be finite and >= 0"):
+        s.update([0], torch.tensor([-1.0]))
+
+
+def test_loss_proportional_update_from_model():
+    torch.manual_seed(0)
+    x, y = torch.randn(30, 3), torch.randint(0, 2, (30,))
+    m = nn.Linear(3, 2)
+    s = LossProportionalSampler(30, mix=0.0)
+    s.update_from_model(m, x, y, batch_size=7)
+    ref = nn.functional.cross_entropy(m(x), y, reduction="none").detach().double()
+    assert torch.allclose(s.losses, ref, rtol=1e-6)
+
+
+def test_bootstrap_fraction_of_unique_examples():
+    n = 5000
+    idx = bootstrap_indices(n, seed=0)
+    frac = idx.unique().numel() / n
+    # E = 1 - (1 - 1/n)^n ~ 1 - 1/e; sd < 0.5/sqrt(n)
+    assert abs(frac - (1 - (1 - 1 / n) ** n)) < 5 * 0.5 / math.sqrt(n)
+    s = BootstrapSampler(n, seed=4)
+    assert list(s) == list(s)
+    r = BootstrapSampler(n, seed=4, resample_each_epoch=True)
+    assert list(r) != list(r)
+
+
+def test_growing_batch_schedule_and_sampler():
+    b = growing_batch_size(8, factor=2, every=1, max_batch_size=50)
+    assert [b(e) for e in range(5)] == [8, 16, 32, 50, 50]
+    s = GrowingBatchSampler(100, start=10, factor=2, max_batch_size=40)
+    sizes = [[len(batch) for batch in s] for _ in range(3)]
+    assert sizes == [[10] * 10, [20] * 5, [40, 40, 20]]
+    for epoch_batches in [list(s)]:
+        assert sorted(i for bt in epoch_batches for i in bt) == list(range(100))
+    s.set_epoch(0)
+    assert len(s) == 10
+    data = TensorDataset(torch.arange(100).float())
+    loader = DataLoader(data, batch_sampler=GrowingBatchSampler(100, start=25, drop_last=True))
+    assert [len(bt[0]) for bt in loader] == [25] * 4
+
+
+def test_registry_and_errors():
+    assert set(SAMPLERS.names()) == {"shuffle", "class_interleaved", "loss_proportional",
+                                     "bootstrap", "growing_batch"}
+    with pytest.raises(ValueError, match="`n` must be an integer >= 1. Received: n=0"):
+        ShuffleSampler(0)
+    with pytest.raises(ValueError, match="`mix` must be >= 0 and <= 1"):
+        LossProportionalSampler(3, mix=1.5)
+    with pytest.raises(ValueError, match="`factor` must be >= 1"):
+        growing_batch_size(4, factor=0.5)
+    with pytest.raises(TypeError, match="`labels` must be a non-empty 1-D tensor"):
+        ClassInterleavedSampler(torch.zeros(3, 2, dtype=torch.long))
