@@ -230,3 +230,14 @@ def test_zip_traversal_is_refused(tmp_path):
     bad.write_bytes(os.urandom(10))
     with pytest.raises((CorruptFileError, UnsafeFileError)):
         safe_extract(bad, tmp_path / "o3")
+
+
+def test_recipe_loader_refuses_python_tags(tmp_path):
+    from descend.experiments.recipe import RecipeError, load
+
+    marker = tmp_path / "pwned"
+    p = tmp_path / "evil.yaml"
+    p.write_text(f"name: x\noptimizer: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(RecipeError, match=r"evil.yaml was refused: it uses a YAML tag that would build"):
+        load(p)
+    assert not marker.exists()

@@ -1,11 +1,13 @@
 """Training: the Trainer, its callbacks and run state."""
 
 from descend.train.callbacks import CALLBACKS, Callback, MonitorCallback
+from descend.train.checkpoint import CheckpointCallback, NanGuard, latest_checkpoint, restore
 from descend.train.early_stopping import EarlyStopping, continue_on_all, retrain_on_all
 from descend.train.logging import CSVLogger, TensorBoardLogger
 from descend.train.metrics import METRICS
 from descend.train.trainer import History, Trainer
 
 __all__ = ["CALLBACKS", "Callback", "MonitorCallback"]
+__all__ += ["CheckpointCallback", "NanGuard", "latest_checkpoint", "restore"]
 __all__ += ["EarlyStopping", "continue_on_all", "retrain_on_all"]
 __all__ += ["CSVLogger", "History", "METRICS", "TensorBoardLogger", "Trainer"]
