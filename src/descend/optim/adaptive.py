@@ -31,9 +31,9 @@ def _denominator(r, hyper, scale=None):
     """sqrt(r * scale + eps_root) + eps, per tensor (scale: per-tensor floats or None)."""
     eps, eps_root = hyper["eps"], hyper.get("eps_root", 0.0)
     if eps_root:
-        r = torch._foreach_mul(r, scale) if scale is not None else [x.clone() for x in r]
-        torch._foreach_add_(r, eps_root)
-        d = torch._foreach_sqrt(r)
+        d = torch._foreach_mul(r, scale) if scale is not None else torch._foreach_add(r, 0.0)
+        torch._foreach_add_(d, eps_root)
+        torch._foreach_sqrt_(d)
     else:
         d = torch._foreach_sqrt(r)
         if scale is not None:
@@ -150,8 +150,10 @@ class scale_by_adadelta(Transform):
         acc = _zeros(state, updates, "acc_delta")
         torch._foreach_mul_(r, rho)
         torch._foreach_addcmul_(r, updates, updates, value=1 - rho)
-        std = torch._foreach_sqrt(torch._foreach_add(r, eps))
-        delta = torch._foreach_sqrt(torch._foreach_add(acc, eps))
+        std = torch._foreach_add(r, eps)
+        torch._foreach_sqrt_(std)
+        delta = torch._foreach_add(acc, eps)
+        torch._foreach_sqrt_(delta)
         torch._foreach_div_(delta, std)
         torch._foreach_mul_(delta, updates)
         torch._foreach_mul_(acc, rho)
@@ -197,9 +199,10 @@ class scale_by_adam(Transform):
         t = step_values(state)
         bc1 = [1 - b1 ** k for k in t]
         denom = _denominator(r, hyper, [1 / (1 - b2 ** k) for k in t])
-        out = torch._foreach_div(s, bc1)
-        torch._foreach_div_(out, denom)
-        return out
+        torch._foreach_copy_(updates, s)
+        torch._foreach_div_(updates, bc1)
+        torch._foreach_div_(updates, denom)
+        return updates
 
 
 def _flags(where, **flags):

@@ -259,12 +259,26 @@ class Optimizer(torch.optim.Optimizer):
         """How a chain's update is executed: the single place to add fast backends.
 
         The reference path runs the chain on the whole group with multi-tensor
-        (``torch._foreach_*``) operations, in the parameters' own dtype. A fast backend
-        must give the same results as this path (and be tested equal to it).
+        (``torch._foreach_*``) operations, in the parameters' own dtype. The gradients
+        are copied into a persistent workspace (one buffer per parameter, not part of
+        the state dict), so that transforms may work in place without touching
+        ``p.grad`` and without allocating memory at every step. A fast backend must
+        give the same results as this path (and be tested equal to it).
         """
-        updates = [g.clone() for g in grads]
+        updates = self._workspace(params, grads)
         updates = self.transform.update(updates, state, params, group)
         torch._foreach_add_(params, updates)
+
+    def _workspace(self, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+        space = self.__dict__.setdefault("_descend_workspace", {})
+        out = []
+        for p, g in zip(params, grads):
+            buf = space.get(p)
+            if buf is None or buf.shape != g.shape or buf.dtype != g.dtype or buf.device != g.device:
+                buf = space[p] = torch.empty_like(g, memory_format=torch.preserve_format)
+            out.append(buf)
+        torch._foreach_copy_(out, grads)
+        return out
 
     # -- look-ahead (Nesterov evaluated at w + a v) -----------------------------------
     def _shift_to_lookahead(self) -> list[tuple[Tensor, Tensor]]:

@@ -113,9 +113,10 @@ class momentum_step(Transform):
                 torch._foreach_add_(old_b, old_u, alpha=1 - hyper["dampening"])
             if nesterov:
                 torch._foreach_add_(updates, bufs, alpha=m)
-                torch._foreach_mul_(updates, -lr)
-                return updates
-            return torch._foreach_mul(bufs, -lr)
+            else:
+                torch._foreach_copy_(updates, bufs)
+            torch._foreach_mul_(updates, -lr)
+            return updates
         vel = []
         for st, u in zip(state, updates):
             if st.get("velocity") is None:
@@ -126,8 +127,9 @@ class momentum_step(Transform):
         if nesterov:
             torch._foreach_mul_(updates, -lr)
             torch._foreach_add_(updates, vel, alpha=m)
-            return updates
-        return [v.clone() for v in vel]
+        else:
+            torch._foreach_copy_(updates, vel)
+        return updates
 
     def lookahead_shift(self, state, params, hyper):
         if not (hyper["nesterov"] and hyper["lookahead"]):
