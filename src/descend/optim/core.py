@@ -146,6 +146,7 @@ def chain(*transforms: Transform) -> Chain:
 
     The hyperparameters of the chain are the union of its transforms' (the first
     default wins); the state of every parameter is one dict shared by all of them.
+    ``update`` may change the updates it is given in place: pass copies of gradients.
 
     Example:
         >>> import torch
