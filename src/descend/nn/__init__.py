@@ -3,15 +3,20 @@
 - activations: ``ScaledTanh`` (1.7159 tanh(2x/3)), ``Maxout``, ``MaxoutLinear``, the
   ``ACTIVATIONS`` registry;
 - normalization: norms by name for the builders, ``convert_sync_batchnorm``;
+- layers: ``DropConnectLinear`` (+ ``dropconnect_linear``), ``GaussianNoise``, ``ScalarBias``;
+- folding: ``population_statistics`` and ``fold_batchnorm`` (BN inference, Algorithm 2);
 - models: the ``MODELS`` registry (``mlp``, ``cnn``, ``logistic``, ``rnn``, ``gru``,
   ``lstm``) and ``ResidualBlock``.
 """
 
-from descend.nn.activations import ACTIVATIONS, Maxout, MaxoutLinear, ScaledTanh, gain_for
+from descend.nn.activations import ACTIVATIONS, Maxout, MaxoutLinear, ScaledTanh
+from descend.nn.folding import fold_batchnorm, population_statistics
+from descend.nn.layers import DropConnectLinear, GaussianNoise, ScalarBias, dropconnect_linear
 from descend.nn.models import MODELS, RecurrentClassifier, ResidualBlock
 from descend.nn.normalization import convert_sync_batchnorm, norm_layer
 
 __all__ = [
-    "ACTIVATIONS", "MODELS", "Maxout", "MaxoutLinear", "RecurrentClassifier", "ResidualBlock", "ScaledTanh",
-    "convert_sync_batchnorm", "gain_for", "norm_layer",
+    "ACTIVATIONS", "MODELS", "DropConnectLinear", "GaussianNoise", "ScalarBias", "dropconnect_linear",
+    "fold_batchnorm", "population_statistics", "Maxout", "MaxoutLinear", "RecurrentClassifier", "ResidualBlock", "ScaledTanh",
+    "convert_sync_batchnorm", "norm_layer",
 ]

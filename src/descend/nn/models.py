@@ -23,6 +23,7 @@ from torch import nn
 from descend._registry import Registry
 from descend._validation import check_bool, check_choice, check_int, check_no_unknown, check_range, fail
 from descend.nn.activations import ACTIVATIONS
+from descend.nn.layers import DropConnectLinear, GaussianNoise
 from descend.nn.normalization import check_norm, norm_layer, weight_normalize
 
 MODELS = Registry("model")
@@ -81,7 +82,16 @@ def _widths(name: str, value, *, allow_empty: bool = True) -> list[int]:
     return list(value)
 
 
-def _dropouts(value, n: int) -> list[float]:
+def _dropouts(value, n: int, keep=None) -> list[float]:
+    if keep is not None:
+        if value != 0.0:
+            fail("keep", "None when `dropout` is given (one of the two: drop or keep probabilities)", keep)
+        keeps = list(keep) if isinstance(keep, (list, tuple)) else [keep] * n
+        if len(keeps) != n:
+            fail("keep", f"a keep probability or a list of {n} (one per hidden layer)", keep)
+        for k in keeps:
+            check_range("keep", k, gt=0, le=1)
+        return [round(1.0 - float(k), 12) for k in keeps]
     if isinstance(value, (list, tuple)):
         if len(value) != n:
             fail("dropout", f"a drop probability or a list of {n} (one per hidden layer)", value)
@@ -112,8 +122,8 @@ class _Acts:
 
 
 def _block(make_layer: Callable[[int, int], nn.Module], c_in: int, c_out: int, acts: _Acts, norm, spatial: int,
-           groups: int, p: float, *, activate: bool = True) -> list[nn.Module]:
-    """weight layer -> norm -> activation -> dropout; maxout layers are ``pieces`` times wider."""
+           groups: int, p: float, *, activate: bool = True, noise: float = 0.0) -> list[nn.Module]:
+    """weight layer -> norm -> activation -> [noise] -> dropout; maxout layers are ``pieces`` times wider."""
     width = c_out * (acts.pieces if activate else 1)
     mods: list[nn.Module] = [weight_normalize(make_layer(c_in, width), norm)]
     n = norm_layer(norm, width, spatial, groups=groups)
@@ -121,25 +131,28 @@ def _block(make_layer: Callable[[int, int], nn.Module], c_in: int, c_out: int, a
         mods.append(n)
     if activate:
         mods.append(acts.make())
+        if noise > 0:
+            mods.append(GaussianNoise(noise))
         if p > 0:
             mods.append(nn.Dropout(p))
     return mods
 
 
 def _stack(make_layer, widths: list[int], c_in: int, acts: _Acts, norm, spatial: int, groups: int,
-           drops: list[float], residual: bool, after: Callable[[int], list[nn.Module]] | None = None) -> tuple[list, int]:
+           drops: list[float], residual: bool, after: Callable[[int], list[nn.Module]] | None = None,
+           noise: float = 0.0) -> tuple[list, int]:
     """Hidden layers, plain or residual; returns (modules, output width)."""
     mods: list[nn.Module] = []
     for i, w in enumerate(widths):
         if residual and i > 0:
             if acts.name == "maxout":
                 fail("activation", "not 'maxout' with residual=True (a maxout branch changes the width)", acts.name)
-            branch = _block(make_layer, c_in, w, acts, norm, spatial, groups, drops[i])
+            branch = _block(make_layer, c_in, w, acts, norm, spatial, groups, drops[i], noise=noise)
             branch += _block(make_layer, w, w, acts, norm, spatial, groups, 0.0, activate=False)
             shortcut = None if c_in == w else make_layer(c_in, w)
             mods.append(ResidualBlock(nn.Sequential(*branch), shortcut, acts.make()))
         else:
-            mods.append(nn.Sequential(*_block(make_layer, c_in, w, acts, norm, spatial, groups, drops[i])))
+            mods.append(nn.Sequential(*_block(make_layer, c_in, w, acts, norm, spatial, groups, drops[i], noise=noise)))
         if after is not None:
             mods += after(i)
         c_in = w
@@ -151,16 +164,22 @@ def _stack(make_layer, widths: list[int], c_in: int, acts: _Acts, norm, spatial:
 @MODELS.register("mlp")
 def mlp(*, input_shape, num_classes: int, hidden=(128,), activation: str = "relu", norm: str | None = None,
         dropout=0.0, input_dropout: float = 0.0, residual: bool = False, groups: int = 8, pieces: int = 2,
-        negative_slope: float = 0.01, **unknown) -> nn.Sequential:
+        negative_slope: float = 0.01, dropconnect: float = 0.0, input_noise: float = 0.0, hidden_noise: float = 0.0,
+        keep=None, **unknown) -> nn.Sequential:
     """A multilayer perceptron: flatten -> [Linear -> norm -> activation -> dropout] x depth -> Linear.
 
     Args: ``hidden=(128,)`` widths; ``activation="relu"`` (any ``ACTIVATIONS`` name;
     ``pieces=2`` for maxout, ``negative_slope=0.01`` for leaky_relu); ``norm=None`` |
     "batch" | "layer" | "group" (``groups=8``) | "weight" | "spectral"; ``dropout=0.0``
-    drop probability (or one per hidden layer); ``input_dropout=0.0``; ``residual=False``:
+    drop probability (or one per hidden layer), or ``keep=None``: the notes' keep
+    probabilities instead (one for all or one per hidden layer; drop = 1 - keep);
+    ``input_dropout=0.0``; ``residual=False``:
     after the first hidden layer every width becomes a two-layer residual block
     ``act(x + norm(W2 act(norm(W1 x))))`` (a linear projection on the skip path when the
-    width changes).
+    width changes); ``dropconnect=0.0``: hidden Linear layers become
+    :class:`DropConnectLinear` with this weight-drop probability; ``input_noise=0.0`` /
+    ``hidden_noise=0.0``: std of additive Gaussian noise on the inputs / on every hidden
+    activation (train time only).
 
     >>> m = mlp(input_shape=(1, 8, 8), num_classes=10, hidden=[32, 32], norm="batch")
     >>> m(torch.zeros(4, 1, 8, 8)).shape
@@ -173,12 +192,22 @@ def mlp(*, input_shape, num_classes: int, hidden=(128,), activation: str = "relu
     check_norm(norm)
     check_bool("residual", residual)
     acts = _Acts(activation, negative_slope, pieces)
-    drops = _dropouts(dropout, len(widths))
+    drops = _dropouts(dropout, len(widths), keep)
     check_range("input_dropout", input_dropout, ge=0, lt=1)
+    check_range("dropconnect", dropconnect, ge=0, lt=1)
+    check_range("input_noise", input_noise, ge=0)
+    check_range("hidden_noise", hidden_noise, ge=0)
     mods: list[nn.Module] = [nn.Flatten()]
+    if input_noise > 0:
+        mods.append(GaussianNoise(float(input_noise)))
     if input_dropout > 0:
         mods.append(nn.Dropout(float(input_dropout)))
-    body, width = _stack(nn.Linear, widths, math.prod(shape), acts, norm, 0, groups, drops, residual)
+
+    def make_layer(a: int, b: int) -> nn.Module:
+        return DropConnectLinear(a, b, p=float(dropconnect)) if dropconnect > 0 else nn.Linear(a, b)
+
+    body, width = _stack(make_layer, widths, math.prod(shape), acts, norm, 0, groups, drops, residual,
+                         noise=float(hidden_noise))
     head = weight_normalize(nn.Linear(width, num_classes), norm if norm in ("weight", "spectral") else None)
     return nn.Sequential(*mods, *body, head)
 
@@ -206,7 +235,7 @@ class _Unsqueeze(nn.Module):
 @MODELS.register("cnn")
 def cnn(*, input_shape, num_classes: int, channels=(16, 32), kernel_size: int = 3, pool: str | None = "max",
         activation: str = "relu", norm: str | None = None, dropout=0.0, residual: bool = False,
-        global_pool: bool = False, groups: int = 8, pieces: int = 2, negative_slope: float = 0.01,
+        global_pool: bool = False, groups: int = 8, pieces: int = 2, negative_slope: float = 0.01, keep=None,
         **unknown) -> nn.Sequential:
     """A convolutional network: [Conv -> norm -> activation -> dropout -> pool] per stage -> Linear.
 
@@ -215,7 +244,7 @@ def cnn(*, input_shape, num_classes: int, channels=(16, 32), kernel_size: int = 
     "same" padding); ``pool="max"`` | "avg" | None: 2x down-sampling after each stage
     (skipped once a side is below 2); ``global_pool=False``: average over space before
     the classifier instead of flattening; ``activation``, ``norm`` (also "instance"),
-    ``dropout``, ``residual``, ``groups``, ``pieces``, ``negative_slope`` as in ``mlp``.
+    ``dropout`` / ``keep``, ``residual``, ``groups``, ``pieces``, ``negative_slope`` as in ``mlp``.
 
     >>> cnn(input_shape=(40,), num_classes=10)(torch.zeros(2, 40)).shape
     torch.Size([2, 10])
@@ -236,7 +265,7 @@ def cnn(*, input_shape, num_classes: int, channels=(16, 32), kernel_size: int = 
     check_bool("residual", residual)
     check_bool("global_pool", global_pool)
     acts = _Acts(activation, negative_slope, pieces)
-    drops = _dropouts(dropout, len(chans))
+    drops = _dropouts(dropout, len(chans), keep)
     spatial = 1 if len(shape) <= 2 else 2
     conv = nn.Conv1d if spatial == 1 else nn.Conv2d
     pool_cls = {"max": (nn.MaxPool1d, nn.MaxPool2d), "avg": (nn.AvgPool1d, nn.AvgPool2d)}
