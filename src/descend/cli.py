@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "descend.experiments.commands",
     "descend.playground.command",
+    "descend.analysis.commands",
 ]
 
 

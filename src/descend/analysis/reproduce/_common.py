@@ -1,0 +1,168 @@
+"""Shared pieces of the ``reproduce`` claims: result type, sizes, data, models, training."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from descend._validation import check_choice
+
+SIZES = ("tiny", "full")
+
+
+@dataclass
+class ClaimResult:
+    """What a claim measured.
+
+    Attributes:
+        name: registry name.
+        claim: the claim of the notes, in words.
+        source: where the notes make it.
+        setup: what was run (data, model, optimizer, budget).
+        measured: one sentence with the measured figures.
+        held: whether the claim held in this measurement.
+        criterion: the test that decides ``held``.
+        table: rows (dicts) shown in the report.
+        figures: ``filename -> caption`` of the PNGs written next to the report.
+        numbers: every measured number (JSON-ready).
+    """
+
+    name: str
+    claim: str
+    source: str
+    setup: str
+    measured: str
+    held: bool
+    criterion: str
+    table: list[dict[str, Any]] = field(default_factory=list)
+    figures: dict[str, str] = field(default_factory=dict)
+    numbers: dict[str, Any] = field(default_factory=dict)
+    size: str = "tiny"
+    seconds: float = 0.0
+
+
+def pick(size: str, tiny, full):
+    check_choice("size", size, list(SIZES))
+    return tiny if size == "tiny" else full
+
+
+def flat(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of a TensorDataset with inputs flattened to vectors."""
+    x, y = ds.tensors
+    return x.reshape(len(x), -1), y
+
+
+def digits(val_fraction: float = 0.1, seed: int = 0):
+    from descend.data import load
+
+    return load("digits", val_fraction=val_fraction, seed=seed)
+
+
+def subset(xy, n: int | None, seed: int = 0):
+    x, y = xy
+    if n is None or n >= len(x):
+        return x, y
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(x), generator=g)[:n]
+    return x[idx], y[idx]
+
+
+def mlp(d_in: int, widths, d_out: int, *, act: Callable[[], nn.Module] = nn.ReLU,
+        batchnorm: bool = False, dropout: float = 0.0) -> nn.Sequential:
+    """``Linear -> [BN] -> act -> [Dropout]`` blocks, then a linear head."""
+    layers, w = [], d_in
+    for h in widths:
+        layers.append(nn.Linear(w, h))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(h))
+        layers.append(act())
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        w = h
+    layers.append(nn.Linear(w, d_out))
+    return nn.Sequential(*layers)
+
+
+def init_linear(model: nn.Module, scheme: str, *, std: float = 0.01) -> nn.Module:
+    """``"naive"`` N(0, std^2), ``"xavier"`` U(+-sqrt(6/(fan_in+fan_out))), ``"he"``
+    N(0, 2/fan_in); biases 0 (notes 000/002)."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            fan_out, fan_in = m.weight.shape
+            with torch.no_grad():
+                if scheme == "naive":
+                    m.weight.normal_(0, std)
+                elif scheme == "xavier":
+                    a = math.sqrt(6.0 / (fan_in + fan_out))
+                    m.weight.uniform_(-a, a)
+                elif scheme == "he":
+                    m.weight.normal_(0, math.sqrt(2.0 / fan_in))
+                else:
+                    raise ValueError(f"`scheme` must be one of 'naive', 'xavier', 'he'. Received: scheme={scheme!r}")
+                m.bias.zero_()
+    return model
+
+
+def fit(model: nn.Module, opt, train, val=None, *, epochs: int, batch_size: int = 64,
+        seed: int = 0, callbacks=(), loss_fn=nn.functional.cross_entropy):
+    """Train with :class:`descend.train.Trainer`; return the trainer."""
+    from descend.train import Trainer
+
+    t = Trainer(model, opt, loss_fn=loss_fn, batch_size=batch_size, seed=seed,
+                callbacks=list(callbacks), progress=False)
+    t.fit(train, val, epochs=epochs)
+    return t
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, xy) -> float:
+    was = model.training
+    model.eval()
+    x, y = xy
+    acc = float((model(x).argmax(-1) == y).float().mean())
+    model.train(was)
+    return acc
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, xy, loss_fn=nn.functional.cross_entropy) -> float:
+    was = model.training
+    model.eval()
+    out = float(loss_fn(model(xy[0]), xy[1]))
+    model.train(was)
+    return out
+
+
+def first_reach(values, target: float, steps) -> int | None:
+    """The step at which ``values`` first reach ``target`` (None if never)."""
+    for v, s in zip(values, steps):
+        if v is not None and math.isfinite(v) and v >= target:
+            return int(s)
+    return None
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return copy.deepcopy(model.state_dict())
+
+
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def save(fig, out_dir, name: str) -> str:
+    from pathlib import Path
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    fig.savefig(Path(out_dir) / name, dpi=90, bbox_inches="tight")
+    plt().close(fig)
+    return name
