@@ -97,6 +97,19 @@ def test_dropconnect_plugs_in_by_the_stochastic_flag():
     assert (mc_predict(layer, x, samples=20000, seed=0) - ws).abs().max() < 0.1
 
 
+def test_mc_with_descend_dropconnect_layer():
+    layers = pytest.importorskip("descend.nn.layers")
+    torch.manual_seed(0)
+    layer = layers.DropConnectLinear(6, 3, p=0.5).double()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    assert is_stochastic(layer)
+    ws = weight_scaling_predict(layer, x)
+    # one pass: y_j = sum_i M_ji W_ji x_i / keep, var = sum_i (W_ji x_i)^2 (1 - keep) / keep
+    sd = torch.sqrt(((layer.weight.unsqueeze(0) * x.unsqueeze(1)) ** 2).sum(-1)).max().item()
+    mc = mc_predict(layer, x, samples=4000, seed=1)
+    assert (mc - ws).abs().max().item() < 5 * sd / math.sqrt(4000)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match=r"`keep` must be > 0 and <= 1. Received: keep=0"):
         Dropout(keep=0)

@@ -103,9 +103,10 @@ class DropoutMLP(nn.Sequential):
 
 def is_stochastic(module: nn.Module) -> bool:
     """Whether ``module`` samples masks in train mode: torch's dropout layers, :class:`Dropout`,
-    and any layer (such as DropConnect) with a true ``stochastic`` attribute or named ``DropConnect``."""
+    DropConnect layers (``descend.nn.DropConnectLinear``), and any layer with a true
+    ``stochastic`` attribute."""
     return (isinstance(module, nn.modules.dropout._DropoutNd) or bool(getattr(module, "stochastic", False))
-            or type(module).__name__ == "DropConnect")
+            or type(module).__name__.startswith("DropConnect"))
 
 
 def weight_scaling_predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
