@@ -163,3 +163,31 @@ def test_each_entry_rejects_bad_lr_and_unknown_keywords(name):
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(ValueError, match=r"Received: optimizer='adamm' Did you mean 'adam'\?"):
         do.create("adamm", [torch.nn.Parameter(torch.zeros(1))])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_odd_parameters_empty_scalar_and_strided(name):
+    """Empty, 0-d and non-contiguous parameters step like their contiguous copies."""
+    base = torch.randn(3, 4, dtype=torch.float64)
+    odd = [torch.nn.Parameter(torch.zeros(0, dtype=torch.float64)),
+           torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64)),
+           torch.nn.Parameter(base.t())]
+    plain = [torch.nn.Parameter(p.detach().clone().contiguous()) for p in odd]
+    for params in (odd, plain):
+        opt = do.create(name, params, **CONFIG[name][0])
+        _run(opt, params, 0, 4)
+    assert not odd[2].is_contiguous()
+    for a, b in zip(odd, plain):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tensor_learning_rate_equals_float(name):
+    kwargs = dict(CONFIG[name][0])
+    lr = kwargs.pop("lr")
+    results = []
+    for value in (lr, torch.tensor(lr, dtype=torch.float64)):
+        params = _model_params()
+        _run(do.create(name, params, lr=value, **kwargs), params, 0, 4)
+        results.append(torch.cat([p.detach().reshape(-1) for p in params]))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-14)
