@@ -41,7 +41,7 @@ def _bad(where: str, e: Exception) -> ApiError:
 
 def parse_value(text: Any) -> Any:
     """Read a typed field: bool, int, float (``nan``/``inf`` included), a list of numbers
-    (``"0.9, 0.999"``), ``None`` (blank, ``none``, ``null``) or else the text itself.
+    (``"0.9, 0.999"``), ``None`` (blank or ``null``) or else the text itself.
     JSON values pass through unchanged.
 
     >>> parse_value("1e-3"), parse_value("0.9, 0.999"), parse_value("true")
@@ -50,7 +50,7 @@ def parse_value(text: Any) -> Any:
     if not isinstance(text, str):
         return text
     s = text.strip()
-    if s.lower() in ("", "none", "null"):
+    if s.lower() in ("", "null"):
         return None
     if s.lower() in ("true", "false"):
         return s.lower() == "true"

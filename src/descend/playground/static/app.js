@@ -311,7 +311,7 @@ function trainerRequest() {
 }
 
 function takeState(data) {
-  if (data.data) { state.points = data.data; state.history = []; }
+  if (data.data) { state.points = data.data; state.config = data.config; state.history = []; }
   state.history = state.history.slice(0, data.history_from || 0).concat(data.history);
   state.trainer = data;
 }
@@ -416,6 +416,7 @@ async function main() {
   } catch (e) { showError(e.message); return; }
   const o = state.options;
   option($("surface"), o.surfaces.map((s) => s.name).concat(["expression"]));
+  if (o.surfaces.some((s) => s.name === "quadratic")) $("surface").value = "quadratic";
   option($("dataset"), o.datasets);
   option($("activation"), o.activations); $("activation").value = "tanh";
   option($("init"), o.inits);
