@@ -191,3 +191,22 @@ def test_tensor_learning_rate_equals_float(name):
         _run(do.create(name, params, lr=value, **kwargs), params, 0, 4)
         results.append(torch.cat([p.detach().reshape(-1) for p in params]))
     torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_entry_runs_with_every_extra(name):
+    """All cross-cutting keywords at once; the proximal L1 zeroes a weight with no signal."""
+    w = torch.nn.Parameter(torch.tensor([0.02, 3.0], dtype=torch.float64))
+    kwargs = dict(CONFIG[name][0], clip_value=10.0, clip_norm=5.0, grad_noise=1e-6,
+                  weight_decay=1e-3, decoupled_weight_decay=True, l1=20.0, l1_mode="proximal",
+                  maximize=False)
+    opt = do.create(name, [w], **kwargs)
+    for _ in range(3):
+        def closure():
+            opt.zero_grad()
+            loss = (w[1] - 3.0) ** 2  # w[0] gets a zero gradient
+            loss.backward()
+            return loss
+        opt.step(closure)
+    assert w[0].item() == 0.0 and torch.isfinite(w).all()
+    assert opt.state[w]["step"].item() == 3

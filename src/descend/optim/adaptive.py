@@ -48,6 +48,12 @@ class scale_by_adagrad(Transform):
     Math (Algorithm 8.4, note 001): r <- r + g*g;  g <- g / (delta + sqrt(r)).
     Args: eps=1e-10 (delta), initial_accumulator_value=0.0. State: ``sum``.
     Same as torch's Adagrad (delta outside the root). Reference: Duchi et al. (2011).
+
+    Example:
+        >>> import torch
+        >>> tx = scale_by_adagrad()
+        >>> tx.update([torch.tensor([2.0, -0.5])], [{}], [torch.zeros(2)], tx.defaults)
+        [tensor([ 1., -1.])]
     """
 
     defaults = {"eps": 1e-10, "initial_accumulator_value": 0.0}
@@ -71,6 +77,12 @@ class scale_by_inverse_time(Transform):
 
     Math (note 000): eps_t = eps_0 / (1 + k t), counted from t = 0 at the first step.
     Args: lr_decay=0.0 (k). Same as torch Adagrad's ``lr_decay``.
+
+    Example:
+        >>> import torch
+        >>> tx = scale_by_inverse_time(lr_decay=0.5)
+        >>> tx.update([torch.ones(1)], [{"step": torch.tensor(3.0)}], [torch.zeros(1)], tx.defaults)
+        [tensor([0.5000])]
     """
 
     defaults = {"lr_decay": 0.0}
@@ -100,6 +112,12 @@ class scale_by_rms(Transform):
     Differs: the notes put delta inside the root (eps=0, eps_root=1e-6 reproduces
     Algorithm 8.5); torch puts it outside (the default). Reference: Hinton, Coursera
     lecture 6e (2012); Graves (2013) for the centered form.
+
+    Example:
+        >>> import torch
+        >>> tx = scale_by_rms(alpha=0.9)   # first step: g / sqrt(0.1 g^2)
+        >>> tx.update([torch.tensor([2.0, -0.5])], [{}], [torch.zeros(2)], tx.defaults)
+        [tensor([ 3.1623, -3.1623])]
     """
 
     defaults = {"alpha": 0.99, "eps": 1e-8, "eps_root": 0.0, "centered": False}
@@ -133,6 +151,12 @@ class scale_by_adadelta(Transform):
     d = sqrt(a + eps) / sqrt(r + eps) * g;  a <- rho a + (1 - rho) d*d;  g <- d.
     Args: rho=0.9, eps=1e-6. State: ``square_avg``, ``acc_delta`` (torch's names).
     Same as torch's Adadelta (the step is then scaled by lr, 1.0 by default).
+
+    Example:
+        >>> import torch
+        >>> tx = scale_by_adadelta()       # first step: sqrt(eps) / sqrt(0.1 g^2 + eps) g
+        >>> tx.update([torch.tensor([2.0, -0.5])], [{}], [torch.zeros(2)], tx.defaults)
+        [tensor([ 0.0032, -0.0032])]
     """
 
     defaults = {"rho": 0.9, "eps": 1e-6}
@@ -158,7 +182,7 @@ class scale_by_adadelta(Transform):
         torch._foreach_mul_(delta, updates)
         torch._foreach_mul_(acc, rho)
         torch._foreach_addcmul_(acc, delta, delta, value=1 - rho)
-        return delta
+        return list(delta)
 
 
 class scale_by_adam(Transform):
@@ -172,6 +196,12 @@ class scale_by_adam(Transform):
     ``max_exp_avg_sq``, ``step`` (torch's names).  Same as torch when eps_root=0.
 
     Reference: Kingma & Ba (2015); Reddi, Kale, Kumar (2018) for AMSGrad.
+
+    Example:
+        >>> import torch
+        >>> tx = scale_by_adam()           # the first bias-corrected step is sign(g)
+        >>> tx.update([torch.tensor([2.0, -0.5])], [{"step": torch.tensor(1.0)}], [torch.zeros(2)], tx.defaults)
+        [tensor([ 1., -1.])]
     """
 
     defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "eps_root": 0.0, "amsgrad": False}

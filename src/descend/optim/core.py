@@ -127,7 +127,7 @@ class Chain(Transform):
             for s in steps:
                 s.add_(1)
         for t in self.transforms:
-            updates = t.update(updates, state, params, hyper)
+            updates = list(t.update(updates, state, params, hyper))
         return updates
 
     def lookahead_shift(self, state, params, hyper):

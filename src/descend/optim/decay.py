@@ -67,6 +67,12 @@ class add_decoupled_weight_decay(Transform):
     Same as torch's ``AdamW`` / ``Adam(decoupled_weight_decay=True)``.
 
     Reference: Loshchilov & Hutter (2019), Decoupled weight decay regularization.
+
+    Example:
+        >>> import torch
+        >>> tx = add_decoupled_weight_decay(weight_decay=0.1, decoupled_weight_decay=True)
+        >>> tx.update([torch.zeros(2)], [{}], [torch.tensor([2.0, -3.0])], {**tx.defaults, "lr": 0.5})
+        [tensor([-0.1000,  0.1500])]
     """
 
     defaults = {"weight_decay": 0.0, "decoupled_weight_decay": False, "weight_decay_exclude": "none"}
@@ -95,6 +101,12 @@ class add_l1(Transform):
     Args: l1=0.0, l1_mode="subgradient" (this transform acts) or "proximal"
     (then :class:`prox_l1` acts). Weights oscillate around 0 rather than reach it;
     use the proximal mode for exact zeros.
+
+    Example:
+        >>> import torch
+        >>> tx = add_l1(l1=0.1)
+        >>> tx.update([torch.zeros(2)], [{}], [torch.tensor([2.0, -3.0])], tx.defaults)
+        [tensor([ 0.1000, -0.1000])]
     """
 
     defaults = {"l1": 0.0, "l1_mode": "subgradient", "weight_decay_exclude": "none"}
