@@ -286,7 +286,8 @@ def orthogonal_(tensor: torch.Tensor, gain: float = 1.0, generator: torch.Genera
         q = q * torch.sign(torch.diagonal(r))
         if rows < cols:
             q = q.T
-        return tensor.view_as(q).copy_(q).mul_(gain)
+        tensor.copy_(q.reshape(tensor.shape)).mul_(gain)
+        return tensor
 
 
 @INITIALIZERS.register("sparse")
