@@ -53,3 +53,20 @@ def test_validation():
         run_trajectory("nope", torch.optim.SGD)
     with pytest.raises(ValueError, match="`lr` must be >= 0"):
         run_trajectory("quadratic", torch.optim.SGD, lr=-1)
+
+
+def test_every_registry_optimizer_races_on_every_function():
+    from descend.analysis.testfunctions import TEST_FUNCTIONS
+    from descend.optim import OPTIMIZERS
+
+    for fname in TEST_FUNCTIONS.names():
+        paths = race(fname, steps=30)
+        assert set(paths) == set(OPTIMIZERS.names())
+        for p in paths.values():
+            assert p.shape[1] == 2 and len(p) >= 2 and torch.isfinite(p).all()
+
+
+def test_registry_name_matches_torch_class():
+    a = run_trajectory("rosenbrock", "adam", steps=25, lr=0.05)
+    b = run_trajectory("rosenbrock", torch.optim.Adam, steps=25, lr=0.05)
+    assert torch.allclose(a, b, atol=1e-10)

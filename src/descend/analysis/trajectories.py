@@ -219,4 +219,26 @@ def animate_trajectories(function, trajectories: Mapping[str, torch.Tensor], pat
     return path
 
 
-__all__ = ["run_trajectory", "race", "plot_trajectories", "animate_trajectories", "default_lr"]
+def write_races(out_dir, *, functions=None, optimizers=None, steps: int = 200,
+                gif: bool = True) -> list[Path]:
+    """Race every optimizer (default: the library's registry) on every test function
+    (default: all); write ``<function>.png`` (and ``<function>.gif``) to ``out_dir``.
+
+    Example:
+        >>> import tempfile
+        >>> [p.name for p in write_races(tempfile.mkdtemp(), functions=["saddle"],
+        ...  optimizers={"gd": (torch.optim.SGD, {"lr": 0.05})}, steps=3, gif=False)]
+        ['saddle.png']
+    """
+    check_int("steps", steps, ge=1)
+    written = []
+    for name in functions or TEST_FUNCTIONS.names():
+        paths = race(name, optimizers, steps=steps)
+        written.append(plot_trajectories(name, paths, Path(out_dir) / f"{name}.png"))
+        if gif:
+            written.append(animate_trajectories(name, paths, Path(out_dir) / f"{name}.gif"))
+    return written
+
+
+__all__ = ["run_trajectory", "race", "plot_trajectories", "animate_trajectories", "default_lr",
+           "write_races"]
