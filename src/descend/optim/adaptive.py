@@ -235,10 +235,6 @@ class scale_by_adam(Transform):
         return updates
 
 
-def _flags(where, **flags):
-    check_torch_flags(where, **flags)
-
-
 class Adagrad(Optimizer):
     """AdaGrad (torch's API): per-coordinate steps shrinking with the summed squared gradient.
 
@@ -253,7 +249,7 @@ class Adagrad(Optimizer):
         >>> w = torch.nn.Parameter(torch.tensor([1.0]))
         >>> opt = Adagrad([w], lr=0.5)
         >>> (w ** 2).sum().backward(); _ = opt.step()
-        >>> round(float(w), 4)
+        >>> round(float(w.detach()), 4)
         0.5
 
     Differs from torch: state is created at the first step, not in the constructor.
@@ -263,7 +259,7 @@ class Adagrad(Optimizer):
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, foreach=None, *, maximize=False,
                  differentiable=False, fused=None, **extras):
-        _flags("Adagrad", foreach=foreach, differentiable=differentiable, fused=fused)
+        check_torch_flags(foreach=foreach, differentiable=differentiable, fused=fused)
         super().__init__(
             params, with_extras(scale_by_adagrad(), scale_by_inverse_time(), scale_by_lr()),
             lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
@@ -289,7 +285,7 @@ class RMSprop(Optimizer):
         >>> import torch
         >>> w = torch.nn.Parameter(torch.tensor([1.0]))
         >>> opt = RMSprop([w], lr=0.01, momentum=0.9, nesterov=True)
-        >>> (w ** 2).sum().backward(); _ = opt.step(); float(w) < 1
+        >>> (w ** 2).sum().backward(); _ = opt.step(); float(w.detach()) < 1
         True
 
     Differs from the notes: Algorithm 8.6 has no delta (sqrt(r)); set eps=0 and a small
@@ -301,7 +297,7 @@ class RMSprop(Optimizer):
                  centered=False, capturable=False, foreach=None, maximize=False,
                  differentiable=False, *, nesterov=False, lookahead=False,
                  momentum_form="torch", eps_root=0.0, **extras):
-        _flags("RMSprop", foreach=foreach, capturable=capturable, differentiable=differentiable)
+        check_torch_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
         super().__init__(
             params, with_extras(scale_by_rms(), momentum_step()),
             lr=lr, alpha=alpha, eps=eps, eps_root=eps_root, weight_decay=weight_decay,
@@ -320,7 +316,7 @@ class Adadelta(Optimizer):
         >>> import torch
         >>> w = torch.nn.Parameter(torch.tensor([1.0]))
         >>> opt = Adadelta([w])
-        >>> (w ** 2).sum().backward(); _ = opt.step(); float(w) < 1
+        >>> (w ** 2).sum().backward(); _ = opt.step(); float(w.detach()) < 1
         True
 
     Reference: Zeiler (2012), ADADELTA: an adaptive learning rate method.
@@ -328,7 +324,7 @@ class Adadelta(Optimizer):
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, foreach=None, *,
                  capturable=False, maximize=False, differentiable=False, **extras):
-        _flags("Adadelta", foreach=foreach, capturable=capturable, differentiable=differentiable)
+        check_torch_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
         super().__init__(params, with_extras(scale_by_adadelta(), scale_by_lr()), lr=lr,
                          rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
                          **extras)
@@ -349,7 +345,7 @@ class Adam(Optimizer):
         >>> w = torch.nn.Parameter(torch.tensor([1.0]))
         >>> opt = Adam([w], lr=0.1)
         >>> (w ** 2).sum().backward(); _ = opt.step()
-        >>> round(float(w), 4)   # the first Adam step has size lr
+        >>> round(float(w.detach()), 4)   # the first Adam step has size lr
         0.9
 
     Reference: Kingma & Ba (2015), Adam: a method for stochastic optimization.
@@ -361,8 +357,8 @@ class Adam(Optimizer):
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None, decoupled_weight_decay=None, eps_root=0.0,
                  **extras):
-        _flags(type(self).__name__, foreach=foreach, capturable=capturable,
-               differentiable=differentiable, fused=fused)
+        check_torch_flags(foreach=foreach, capturable=capturable,
+                          differentiable=differentiable, fused=fused)
         if decoupled_weight_decay is None:
             decoupled_weight_decay = self._decoupled_default
         super().__init__(params, with_extras(scale_by_adam(), scale_by_lr()), lr=lr,
@@ -382,7 +378,7 @@ class AdamW(Adam):
         >>> w = torch.nn.Parameter(torch.tensor([1.0]))
         >>> opt = AdamW([w], lr=0.1, weight_decay=0.5)
         >>> (w ** 2).sum().backward(); _ = opt.step()
-        >>> round(float(w), 4)   # 1 - 0.1 * 0.5 * 1 - 0.1
+        >>> round(float(w.detach()), 4)   # 1 - 0.1 * 0.5 * 1 - 0.1
         0.85
     """
 

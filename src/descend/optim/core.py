@@ -305,7 +305,7 @@ class Optimizer(torch.optim.Optimizer):
                 p.copy_(w)
 
 
-def check_torch_flags(where: str, *, foreach=None, capturable=False, differentiable=False,
+def check_torch_flags(*, foreach=None, capturable=False, differentiable=False,
                       fused=None) -> None:
     """Check torch's implementation flags: accepted for drop-in use, not all supported."""
     if foreach is not None:

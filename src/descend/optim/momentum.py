@@ -177,7 +177,7 @@ class SGD(Optimizer):
         >>> w = torch.nn.Parameter(torch.tensor([1.0]))
         >>> opt = SGD([w], lr=0.1, momentum=0.9, nesterov=True)
         >>> (w ** 2).sum().backward(); _ = opt.step()
-        >>> round(float(w), 4)   # 1 - 0.1 * (2 + 0.9 * 2)
+        >>> round(float(w.detach()), 4)   # 1 - 0.1 * (2 + 0.9 * 2)
         0.62
 
     Differs from torch: the extra keywords; ``momentum`` must be in [0, 1].
@@ -187,7 +187,7 @@ class SGD(Optimizer):
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
                  fused=None, momentum_form="torch", lookahead=False, **extras):
-        check_torch_flags("SGD", foreach=foreach, differentiable=differentiable, fused=fused)
+        check_torch_flags(foreach=foreach, differentiable=differentiable, fused=fused)
         super().__init__(params, with_extras(momentum_step()), lr=lr, momentum=momentum,
                          dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                          maximize=maximize, momentum_form=momentum_form, lookahead=lookahead,
