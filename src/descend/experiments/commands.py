@@ -35,6 +35,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="cpu, cuda or cuda:N (default: the recipe's device, else cpu)")
     p.add_argument("--epochs", type=int, default=None, metavar="N",
                    help="override the recipe's epochs (every variant)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="CPU threads for torch (default: %(default)s; small models train fastest "
+                        "single-threaded, raise it for large models)")
     p.add_argument("--quiet", action="store_true", help="print only errors and the output folder")
     p.add_argument("--overwrite", action="store_true",
                    help="replace DIR/<name> if it exists (after the new run completes) instead "
@@ -106,6 +109,11 @@ class _Staging:
         if self.final.exists():  # --overwrite: move the old run aside, then drop it
             old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
             os.replace(self.final, old)
+        mask = os.umask(0)
+        os.umask(mask)
+        for f in self.tmp.rglob("*"):  # atomic writes create 0600 files; a report is for reading
+            if f.is_file():
+                os.chmod(f, 0o666 & ~mask)
         os.replace(self.tmp, self.final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -233,7 +241,17 @@ def _pct(v) -> str:
     return "  -   " if v is None else f"{100 * v:6.2f}%"
 
 
+def _threads(args) -> int | None:
+    if args.threads < 1:
+        return _fail(f"--threads: `threads` must be an integer >= 1. Received: threads={args.threads}")
+    import torch
+    torch.set_num_threads(args.threads)
+    return None
+
+
 def compare_main(args) -> int:
+    if _threads(args):
+        return 2
     try:
         compare(args.recipe, out=args.out, device=args.device, epochs=args.epochs,
                 seeds=args.seeds, quiet=args.quiet, overwrite=args.overwrite)
@@ -247,6 +265,8 @@ def train_main(args) -> int:
     from descend.experiments import runner
     from descend.train import Callback, CSVLogger, TensorBoardLogger
 
+    if _threads(args):
+        return 2
     try:
         r = recipes.load(args.recipe, overrides=_overrides(args))
         dev_name = args.device or r.device
