@@ -5,7 +5,7 @@ import torch
 
 from descend.analysis.doctor import diagnose, doctor, format_findings, load_histories
 from descend.train import CSVLogger, Trainer
-from descend.train.monitors import default_monitors
+from descend.train.monitors import default_monitors, save_monitors
 
 
 def _data(n=256, d=8, seed=0):
@@ -126,3 +126,16 @@ def test_run_directories(tmp_path):
     assert list(doctor(tmp_path / "cmp")) == ["a (seed 0)", "a (seed 1)"]
     with pytest.raises(ValueError, match="`run_dir` must be"):
         load_histories(tmp_path / "missing")
+
+
+def test_doctor_reads_monitors_json_next_to_the_csv_logs(tmp_path):
+    torch.manual_seed(0)
+    m = _mlp()
+    with torch.no_grad():
+        m[0].bias.fill_(-20.0)
+    t = Trainer(m, torch.optim.Adam(m.parameters(), lr=1e-3),
+                callbacks=[CSVLogger(tmp_path), *default_monitors(interval=2)], batch_size=32)
+    t.fit(_data(), epochs=3)
+    save_monitors(t, tmp_path)
+    codes = [f.code for f in doctor(tmp_path)[tmp_path.name]]
+    assert "dead_units" in codes

@@ -321,5 +321,34 @@ def plot_monitors(monitors: dict[str, dict[str, list]], path, *, prefixes=("grad
     return str(path)
 
 
+def save_monitors(source, directory) -> str:
+    """Write the monitor tables (``trainer.history.monitors``, or that dict) to
+    ``directory/monitors.json``, where ``descend doctor`` looks for them; return the path.
+    Non-finite values are written as ``null``.
+    """
+    import json
+    import os
+
+    monitors = source
+    if not isinstance(source, dict):
+        hist = getattr(source, "history", source)
+        monitors = getattr(hist, "monitors", None) or {}
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "monitors.json")
+    with open(path, "w") as fh:
+        json.dump(clean(monitors), fh)
+    return path
+
+
 __all__ = ["GradientNormMonitor", "ActivationMonitor", "UpdateRatioMonitor",
-           "HyperparameterMonitor", "default_monitors", "plot_monitors"]
+           "HyperparameterMonitor", "default_monitors", "plot_monitors", "save_monitors"]
