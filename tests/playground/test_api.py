@@ -297,6 +297,7 @@ def test_two_sessions_in_parallel_equal_each_alone():
             assert results[i]["history"] == alone.history
             assert results[i]["boundary"] == alone.boundary()
         # bounded: a third run drops the least recently used one
+        assert client.get(f"/api/trainer/{sids[1]}")[0] == 200  # now sids[0] is the oldest
         client.post("/api/trainer", CONFIG)
         assert len(srv.api.store) == 2
         assert client.get(f"/api/trainer/{sids[0]}")[0] == 404

@@ -49,6 +49,12 @@ def page():
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory):
+    """Screenshots go to a temporary folder, or to $DESCEND_PLAYGROUND_SHOTS when set."""
+    out = os.environ.get("DESCEND_PLAYGROUND_SHOTS")
+    if out:
+        os.makedirs(out, exist_ok=True)
+        from pathlib import Path
+        return Path(out)
     return tmp_path_factory.mktemp("playground-screens")
 
 

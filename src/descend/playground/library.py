@@ -1,12 +1,12 @@
 """Where the playground gets its math: the library's registries, in one place.
 
-The server never computes an update, a schedule, a surface or a network by itself: it
+The server never computes an update, a schedule, a surface or a data set by itself: it
 asks this module, which resolves each name through descend's registries
 (``descend.optim``, ``descend.schedules``, ``descend.analysis.testfunctions``,
-``descend.nn``, ``descend.init``, ``descend.data``). Where one of those parts is not
-installed in this build, the matching torch component (``torch.optim``,
-``torch.nn.init``, ``torch.nn``) or the playground's own surfaces / toy sets are used,
-and :func:`backends` says which.
+``descend.data``). The 2-D perceptron is assembled from ``torch.nn`` layers and
+initialised with ``torch.nn.init`` (see :func:`build_mlp`, :func:`apply_init`); if
+``descend.optim`` is absent, ``torch.optim``'s classes of the same names are used.
+:func:`backends` says which module computed what.
 """
 
 from __future__ import annotations
@@ -175,29 +175,16 @@ def parse_expression(text: str):
 
 # ------------------------------------------------------------------ data, models, init
 
-def _toy2d():
-    data = _try("descend.data")
-    return data if data is not None and "toy2d" in getattr(data, "DATASETS", ()) else None
-
-
 def make_dataset(name: str, *, n: int, noise: float, test_fraction: float, seed: int):
-    """``(x_train, y_train, x_test, y_test)`` of a two-class 2-D toy set, drawn with ``seed``."""
-    data = _toy2d()
-    if data is None:
-        from descend.playground.datasets2d import make_toy2d
+    """``(x_train, y_train, x_test, y_test)`` of a two-class ``descend.data`` toy2d set."""
+    from descend.data import load
 
-        return make_toy2d(name, n=n, noise=noise, test_fraction=test_fraction, seed=seed)
-    d = data.load("toy2d", kind=name, n_samples=n, noise=noise, classes=2, data_seed=seed,
-                  test_fraction=test_fraction, val_fraction=0.0)
+    d = load("toy2d", kind=name, n_samples=n, noise=noise, classes=2, data_seed=seed,
+             test_fraction=test_fraction, val_fraction=0.0)
     return (*d.train.tensors, *d.test.tensors)
 
 
 def dataset_names() -> list[str]:
-    data = _toy2d()
-    if data is None:
-        from descend.playground.datasets2d import DATASETS2D
-
-        return list(DATASETS2D)
     from descend.data.toy2d import KINDS
 
     return list(KINDS)
@@ -261,7 +248,7 @@ def backends() -> dict[str, str]:
         "optimizers": "descend.optim" if _optim() else "torch.optim",
         "schedules": "descend.schedules" if len(schedule_specs()) > 1 else "none",
         "surfaces": "descend.analysis.testfunctions",
-        "datasets": "descend.data (toy2d)" if _toy2d() else "descend.playground.datasets2d",
+        "datasets": "descend.data (toy2d)",
         "models": "torch.nn (2-D perceptron)",
         "init": "torch.nn.init",
     }

@@ -125,7 +125,8 @@ function chart(canvas, series, upto) {
   g.fillText(hi.toExponential(1), 2, 12);
   g.fillText(lo.toExponential(1), 2, H - B);
   g.fillText("0", L, H - 5);
-  g.fillText(String(len - 1), W - 30, H - 5);
+  const steps = series.find((s) => s.steps && s.steps.length);
+  g.fillText(String(steps ? steps.steps[steps.steps.length - 1] : len - 1), W - 30, H - 5);
   for (const s of series) {
     g.strokeStyle = s.color; g.lineWidth = 1.5; g.beginPath();
     let pen = false;
