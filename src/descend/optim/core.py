@@ -26,9 +26,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from descend._validation import check_bool, check_no_unknown, fail
+from descend._validation import check_bool, check_choice, check_no_unknown, fail
 
-__all__ = ["Transform", "Chain", "chain", "Optimizer", "step_values"]
+__all__ = ["Transform", "Chain", "chain", "Optimizer", "step_values", "BACKENDS"]
+
+#: How a chain's update may run (see :mod:`descend.optim.fused`).
+BACKENDS = ("auto", "reference", "tiled", "foreach", "fused")
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -179,6 +182,9 @@ class Optimizer(torch.optim.Optimizer):
     Args:
         params: parameters or parameter groups (dicts), as for any torch optimizer.
         transform: the transform to run (a single transform is wrapped in a chain).
+        backend: "auto" (default), "reference", "tiled", "foreach" or "fused": how the
+            update runs (:mod:`descend.optim.fused`); also a per-group key. The
+            path the last group's step took is ``last_backend``.
         **hyper: default hyperparameters; each must be one the transform reads.
 
     Example:
@@ -194,14 +200,15 @@ class Optimizer(torch.optim.Optimizer):
     Nesterov (``lookahead=True``): the gradient is evaluated at the look-ahead point.
     """
 
-    def __init__(self, params, transform: Transform, **hyper):
+    def __init__(self, params, transform: Transform, *, backend: str = "auto", **hyper):
         if not isinstance(transform, Transform):
             fail("transform", "a Transform", transform, TypeError)
         if not isinstance(transform, Chain):
             transform = Chain(transform)
         unknown = {k: v for k, v in hyper.items() if k not in transform.defaults}
         check_no_unknown(type(self).__name__, unknown)
-        defaults = {**transform.defaults, **hyper}
+        check_choice("backend", backend, BACKENDS)
+        defaults = {**transform.defaults, **hyper, "backend": backend}
         transform.validate(defaults)
         self.transform = transform
         super().__init__(params, defaults)
@@ -213,6 +220,7 @@ class Optimizer(torch.optim.Optimizer):
             _check_group_keys("param group", param_group, self.defaults)
         super().add_param_group(param_group)
         self.transform.validate(self.param_groups[-1])
+        check_choice("backend", self.param_groups[-1].get("backend", "auto"), BACKENDS)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -265,12 +273,27 @@ class Optimizer(torch.optim.Optimizer):
         the state dict), so that transforms may work in place without touching
         ``p.grad`` and without allocating memory at every step. A fast backend must
         give the same results as this path (and be tested equal to it).
+
+        The group's ``backend`` ("auto" by default) picks a fast path from
+        :mod:`descend.optim.fused` when one computes this chain; "reference" forces
+        this path.
         """
+        if group.get("backend", "auto") != "reference":
+            from descend.optim import fused
+            if fused.dispatch(self, group, params, grads, state):
+                return
+        self._reference_update(group, params, grads, state)
+
+    def _reference_update(self, group: dict, params: list[Tensor], grads: list[Tensor],
+                          state: list[dict]) -> None:
+        """The reference path: the chain on whole tensors, on a copy of the gradients."""
+        self.last_backend = "reference"
         updates = self._workspace(params, grads)
         updates = self.transform.update(updates, state, params, group)
         torch._foreach_add_(params, updates)
 
-    def _workspace(self, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+    def _workspace(self, params: list[Tensor], grads: list[Tensor],
+                   copy: bool = True) -> list[Tensor]:
         space = self.__dict__.setdefault("_descend_workspace", {})
         out = []
         for p, g in zip(params, grads):
@@ -278,7 +301,8 @@ class Optimizer(torch.optim.Optimizer):
             if buf is None or buf.shape != g.shape or buf.dtype != g.dtype or buf.device != g.device:
                 buf = space[p] = torch.empty_like(g, memory_format=torch.preserve_format)
             out.append(buf)
-        torch._foreach_copy_(out, grads)
+        if copy:
+            torch._foreach_copy_(out, grads)
         return out
 
     # -- look-ahead (Nesterov evaluated at w + a v) -----------------------------------

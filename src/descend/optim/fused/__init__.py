@@ -1,0 +1,114 @@
+"""Fast paths for a chain's update: the same math in fewer passes over memory.
+
+``Optimizer._update_group`` asks :func:`dispatch` first; the group's ``backend``
+("auto" unless given to the constructor or a param group) chooses the path:
+
+- ``"reference"``: the chain's transforms on whole tensors (multi-tensor ops).
+- ``"tiled"``: the same transforms, run on cache-sized tiles of the tensors
+  (:mod:`.tiled`) - one trip to main memory per step instead of one per operation.
+  For chains of elementwise transforms, on any device (it pays on CPU).
+- ``"foreach"`` / ``"fused"``: torch's own multi-tensor or fused kernels
+  (:mod:`.torch_kernels`), when the chain is exactly SGD, Adagrad, RMSprop, Adadelta
+  or Adam/AdamW with options torch has. torch has fused kernels for SGD, Adagrad and
+  Adam on CPU and for SGD and Adam on CUDA.
+- ``"auto"``: ``"fused"`` when torch has a fused kernel for this chain and device,
+  else ``"tiled"`` on CPU when the chain allows it, else ``"foreach"`` when torch
+  has the algorithm, else the reference path. Float16/bfloat16 parameters on CPU and
+  parameters on several devices always take the reference path under "auto".
+
+The first step of a group (and any step whose options would create new state, such
+as turning on ``amsgrad``) runs the reference path under "tiled", so the state is
+made by the transforms themselves. A forced backend that cannot compute the group
+raises ``ValueError`` naming the reason.
+
+Results: "tiled" runs the same operations on the same numbers as the reference and
+is tested equal to it; "foreach"/"fused" are torch's kernels, tested equal to the
+reference in float64 to 1e-12 (they order some operations differently, e.g. AdamW's
+decay multiplies w by (1 - lr wd)).
+
+Example:
+    >>> import torch
+    >>> from descend.optim import RMSprop
+    >>> w = torch.nn.Parameter(torch.ones(3))
+    >>> opt = RMSprop([w], lr=0.1, backend="tiled")
+    >>> for _ in range(2):
+    ...     (w ** 2).sum().backward(); _ = opt.step(); opt.zero_grad()
+    >>> opt.last_backend
+    'tiled'
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from descend._validation import fail
+from descend.optim.fused import tiled, torch_kernels
+from descend.optim.fused.tiled import structure, tiled_config
+from descend.optim.fused.torch_kernels import HAS_FUSED, torch_config
+
+__all__ = ["dispatch", "choose", "tiled", "torch_kernels"]
+
+_TORCH_DTYPES = {"cpu": ("float32", "float64"),
+                 "cuda": ("float16", "bfloat16", "float32", "float64")}
+
+
+def _device_ok(params: list[Tensor]) -> str | None:
+    dev = params[0].device
+    if any(p.device != dev for p in params):
+        return None
+    return dev.type
+
+
+def choose(transform, group: dict, params: list[Tensor]) -> tuple[str, str]:
+    """``(backend, why)``: the path ``group``'s ``backend`` setting gives these params.
+
+    ``why`` explains a forced backend that cannot run (then ``backend`` is "").
+    """
+    want = group.get("backend", "auto")
+    if want == "reference":
+        return "reference", ""
+    algo, why_torch = torch_config(transform, group)
+    why_tiled = tiled_config(transform, group)
+    dev = _device_ok(params)
+    if want == "auto":
+        if dev is None or str(params[0].dtype).replace("torch.", "") not in _TORCH_DTYPES.get(dev, ()):
+            return "reference", ""
+        if algo is not None and algo in HAS_FUSED.get(dev, ()):
+            return "fused", ""
+        if dev == "cpu" and why_tiled is None:
+            return "tiled", ""
+        if algo is not None:
+            return "foreach", ""
+        return "reference", ""
+    if want == "tiled":
+        return ("tiled", "") if why_tiled is None else ("", why_tiled)
+    if algo is None:
+        return "", why_torch
+    if want == "fused" and algo not in HAS_FUSED.get(dev or "", ()):
+        return "", f"torch has no fused {algo} kernel for these parameters"
+    return want, ""
+
+
+def dispatch(opt, group: dict, params: list[Tensor], grads: list[Tensor],
+             state: list[dict]) -> bool:
+    """Run the group's step on a fast path; False when the reference path must run it."""
+    backend, why = choose(opt.transform, group, params)
+    if not backend:
+        fail("backend", f"a backend that computes this group ({why})", group["backend"])
+    opt.last_backend = backend
+    if backend == "reference":
+        return False
+    if backend == "tiled":
+        # the transforms make their state lazily: let the reference path make it
+        seen = opt.__dict__.setdefault("_descend_structure", {})
+        struct = structure(group)
+        keys = seen.get(id(group))
+        if keys is None or keys[0] != struct or any(frozenset(st) != keys[1] for st in state):
+            opt.last_backend = "reference"
+            opt._reference_update(group, params, grads, state)
+            seen[id(group)] = (struct, frozenset(state[0]))
+            return True
+        tiled.run(opt, group, params, grads, state)
+        return True
+    torch_kernels.run(torch_kernels.algorithm(opt.transform), backend, group, params, grads, state)
+    return True
