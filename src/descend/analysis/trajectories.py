@@ -18,7 +18,7 @@ from descend.analysis.testfunctions import TEST_FUNCTIONS, TestFunction
 
 # Learning rates that give a readable race on every test function (GD-like methods need
 # small steps on Rosenbrock/Beale; sign-like adaptive methods move ~lr per step).
-DEFAULT_LR = {"adagrad": 0.3, "adadelta": 1.0, "rmsprop": 0.01, "adam": 0.05, "adamw": 0.05,
+DEFAULT_LR = {"adagrad": 0.3, "adadelta": 1.0, "rmsprop": 0.01, "rmsprop_nesterov": 0.005, "adam": 0.05, "adamw": 0.05,
               "adamax": 0.05, "nadam": 0.05, "radam": 0.05, "lbfgs": 0.5}
 DEFAULT_GD_LR = {"quadratic": 0.04, "rosenbrock": 5e-4, "beale": 5e-3, "saddle": 0.05,
                  "himmelblau": 5e-3}
@@ -51,7 +51,9 @@ def default_lr(optimizer, function: str) -> float:
     name = name.lower()
     if name in DEFAULT_LR:
         return DEFAULT_LR[name]
-    return DEFAULT_GD_LR.get(function, 1e-3)
+    lr = DEFAULT_GD_LR.get(function, 1e-3)
+    # momentum 0.9 multiplies the terminal step by 10: keep heavy-ball methods stable
+    return lr * 0.2 if ("momentum" in name or "nesterov" in name) else lr
 
 
 def run_trajectory(function, optimizer, *, start=None, steps: int = 200, lr: float | None = None,

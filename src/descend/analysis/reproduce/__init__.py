@@ -50,10 +50,10 @@ def _markdown(r: ClaimResult) -> str:
              f"**Criterion**: {r.criterion} -> **{verdict}**", ""]
     if r.table:
         cols = list(dict.fromkeys(k for row in r.table for k in row))
-        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "&#124;") for c in cols) + " |")
         lines.append("|" + "---|" * len(cols))
         for row in r.table:
-            lines.append("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+            lines.append("| " + " | ".join(_fmt(row.get(c)).replace("|", "&#124;") for c in cols) + " |")
         lines.append("")
     for fname, caption in r.figures.items():
         lines += [f"![{caption}]({fname})", "", f"*{caption}*", ""]
@@ -151,7 +151,7 @@ def write_index(results: list[ClaimResult], out) -> Path:
              "| claim | verdict | measured | seconds |", "|---|---|---|---|"]
     for r in results:
         lines.append(f"| [{r.name}]({r.name}/report.md) | {'held' if r.held else '**did not hold**'} "
-                     f"| {r.measured} | {r.seconds:.0f} |")
+                     f"| {r.measured.replace('|', '&#124;')} | {r.seconds:.0f} |")
     path = Path(out) / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
