@@ -292,3 +292,46 @@ def test_nan_guard_stops_instead_of_training_on_nan(tmp_path):
     t, data, _ = _nan_setup(tmp_path, NanGuard("skip", max_events=3), inject=range(1, 100))
     with pytest.raises(FloatingPointError, match="4 bad steps in a row"):
         t.fit(data, epochs=1)
+
+
+def test_stateless_callbacks_may_differ_but_stateful_ones_must_match(tmp_path):
+    trainer, train, val = resume_job.build(tmp_path)
+    trainer.fit(train, val, epochs=1)
+    path = latest_checkpoint(tmp_path)
+    fresh, _, _ = resume_job.build(tmp_path)
+    fresh.callbacks.insert(0, Callback())  # e.g. a logger only on rank 0
+    restore(fresh, path)
+    fresh, _, _ = resume_job.build(tmp_path)
+    del fresh.callbacks[1]  # the Watch monitor, which has counters
+    with pytest.raises(ValueError, match="holds state for Watch"):
+        restore(fresh, path)
+
+
+@pytest.mark.slow
+def test_descend_train_resume_after_kill_9_is_bitwise(tmp_path):
+    from safetensors.torch import load_file
+
+    env = dict(os.environ, DESCEND_NO_FSYNC="1")
+    base = [sys.executable, "-m", "descend", "train", "tiny", "--epochs", "6", "--quiet"]
+    ref = subprocess.run([*base, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    cmd = [*base, "--out", str(tmp_path / "cut"), "--checkpoint-every", "1", "--resume"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckdir = tmp_path / "cut" / "tiny-sgd-seed0.checkpoints"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        last = latest_checkpoint(ckdir)
+        if last is not None and int(last.name.split("-s")[1]) >= 30:
+            break
+        time.sleep(0.005)
+    p.kill()
+    p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    assert not (tmp_path / "cut" / "tiny-sgd").exists()  # the run folder appears only when complete
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = load_file(tmp_path / "ref" / "tiny-sgd" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "tiny-sgd" / "model.safetensors")
+    _assert_bitwise(a, b)
+    res = json.loads((tmp_path / "cut" / "tiny-sgd" / "results.json").read_text())["result"]
+    assert res["steps_run"] == 126 and len(res["steps"]["step"]) == 126  # the whole history

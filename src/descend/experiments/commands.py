@@ -73,6 +73,17 @@ def register(subparsers) -> None:
                    help="the seed (default: the variant's first seed)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files to <run folder>/tensorboard")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                   help="checkpoint every epoch and every STEPS optimizer steps to "
+                        "DIR/<name>-<variant>-seed<seed>.checkpoints (last 2 kept)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint of this run, exactly (checkpoints "
+                        "every epoch, or as --checkpoint-every says); SIGTERM/SIGINT save first")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="data parallel: run N processes with torchrun (gloo on CPU, NCCL on GPU); "
+                        "the recipe's batch_size is per process. Also works under torchrun itself")
+    p.add_argument("--sync-batchnorm", action="store_true",
+                   help="with data parallel, convert BatchNorm layers to SyncBatchNorm")
     p.set_defaults(func=train_main)
 
 
@@ -265,8 +276,15 @@ def train_main(args) -> int:
     from descend.experiments import runner
     from descend.train import Callback, CSVLogger, TensorBoardLogger
 
+    from descend.train import distributed as ddp
+    from descend.train.checkpoint import CheckpointCallback
+
     if _threads(args):
         return 2
+    if args.nproc is not None and not ddp.launched_by_torchrun():
+        if "--nproc" not in " ".join(sys.argv):
+            return _fail("--nproc re-runs the command line; from Python, start torchrun yourself")
+        return ddp.relaunch(args.nproc, sys.argv[1:])
     try:
         r = recipes.load(args.recipe, overrides=_overrides(args))
         dev_name = args.device or r.device
@@ -274,6 +292,8 @@ def train_main(args) -> int:
             dev = runner.check_device(dev_name)
         except ValueError as e:
             raise RecipeError(f"{'--device' if args.device else r.source + ': device'}: {e}") from None
+        if ddp.launched_by_torchrun():  # one process of a data-parallel run
+            dev = ddp.setup(device=dev.type)
         runs = r.runs()
         names = [x.name for x in runs]
         if args.variant is None:
@@ -285,6 +305,18 @@ def train_main(args) -> int:
                               f"Received: variant={args.variant!r}")
         seed = run.spec.seeds[0] if args.seed is None else args.seed
         final = _target(Path(args.out), f"{r.name}-{run.name}", args.overwrite)
+        ckpt_dir = Path(args.out) / f"{r.name}-{run.name}-seed{seed}.checkpoints"
+        ckpt = [CheckpointCallback(ckpt_dir, every_n_steps=args.checkpoint_every)] \
+            if args.resume or args.checkpoint_every else []
+
+        def prepare(built):  # data parallel and resume, after the build, before the fit
+            return ddp.prepare_fit(built.trainer, built.data.train, checkpoint_dir=ckpt_dir,
+                                   resume=args.resume, sync_batchnorm=args.sync_batchnorm, seed=seed)
+
+        if not ddp.is_main_process():  # other ranks train and write nothing
+            runner.train_one(run, seed, device=dev, callbacks=ckpt, prepare=prepare)
+            ddp.cleanup()
+            return 0
 
         class Printer(Callback):
             def on_epoch_end(self, trainer, logs):
@@ -292,15 +324,16 @@ def train_main(args) -> int:
                                        for k, v in logs.items()), flush=True)
 
         with _Staging(final) as tmp:
-            cbs = [CSVLogger(tmp)]
+            cbs = [CSVLogger(tmp), *ckpt]
             if args.tensorboard:
                 cbs.append(TensorBoardLogger(tmp / "tensorboard"))
             if not args.quiet:
                 print(f"descend train: {r.name} / {run.name}, seed {seed}, on {dev}", flush=True)
                 cbs.append(Printer())
             t0 = time.perf_counter()
-            res = runner.train_one(run, seed, device=dev, callbacks=cbs,
+            res = runner.train_one(run, seed, device=dev, callbacks=cbs, prepare=prepare,
                                    progress=(not args.quiet and sys.stderr.isatty()))
+            ddp.cleanup()
             for c in cbs:
                 if hasattr(c, "close"):
                     c.close()

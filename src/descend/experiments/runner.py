@@ -142,13 +142,21 @@ def _clean(v: Any) -> Any:
 
 
 def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
-              progress: bool = False) -> dict[str, Any]:
-    """Train ``run`` with ``seed``; return its curves and final numbers (JSON-ready)."""
+              progress: bool = False, prepare: Callable[[Built], Any] | None = None) -> dict[str, Any]:
+    """Train ``run`` with ``seed``; return its curves and final numbers (JSON-ready).
+
+    ``prepare(built)``, if given, runs after the build and before the fit: it may restore
+    a checkpoint (the fit then runs the remaining epochs), wrap the model for data
+    parallel, and return replacement training data (a sharded loader), or None.
+    """
     built = build(run, seed, device=device, cache=cache, callbacks=callbacks, progress=progress)
     t, data = built.trainer, built.data
+    train = data.train
+    if prepare is not None:
+        train = prepare(built) or train
     val = data.val if len(data.val) else None
     t0 = time.perf_counter()
-    hist = t.fit(data.train, val, epochs=run.spec.epochs)
+    hist = t.fit(train, val, epochs=run.spec.epochs - t.epoch)
     wall = time.perf_counter() - t0
     test = t.evaluate(data.test) if len(data.test) else {}
     ep = hist.epochs

@@ -197,11 +197,7 @@ def restore(trainer, path: str | os.PathLike, *, rng: bool = True) -> dict[str, 
     state = load_state(path / "state.pt")
     if state.get("format") != FORMAT:
         raise CorruptFileError(f"{path / 'state.pt'} has format {state.get('format')!r}, expected {FORMAT}.")
-    saved = [c["class"] for c in state["callbacks"]]
-    have = [type(c).__name__ for c in trainer.callbacks]
-    if saved != have:
-        raise ValueError(f"`callbacks` must match the checkpoint's. Received: callbacks={have}; "
-                         f"{path} has {saved}")
+    pairs = _match_callbacks(trainer.callbacks, state["callbacks"], path)
     if len(state["schedulers"]) != len(trainer.schedulers):
         raise ValueError(f"`schedulers` must match the checkpoint's ({len(state['schedulers'])}). "
                          f"Received: {len(trainer.schedulers)} schedulers")
@@ -209,14 +205,43 @@ def restore(trainer, path: str | os.PathLike, *, rng: bool = True) -> dict[str, 
     trainer.optimizer.load_state_dict(state["optimizer"])
     for s, st in zip(trainer.schedulers, state["schedulers"]):
         s.load_state_dict(st)
-    for c, st in zip(trainer.callbacks, state["callbacks"]):
-        c.load_state_dict(st["state"])
+    for c, st in pairs:
+        c.load_state_dict(st)
     trainer.load_state_dict(state["trainer"])
     if trainer.global_step:  # it did step before the stop: spare torch's "scheduler before
         trainer.optimizer._opt_called = True  # optimizer.step()" warning on resume
     if rng:
         set_rng_state(state["rng"])
     return manifest
+
+
+def _match_callbacks(callbacks, saved, path) -> list[tuple[Callback, dict]]:
+    """Pair callbacks with saved states by (class name, occurrence). Callbacks without
+    state (loggers, printers) may differ between the runs; one with state may not."""
+    def keyed(names):
+        seen: dict[str, int] = {}
+        out = []
+        for n in names:
+            out.append((n, seen.get(n, 0)))
+            seen[n] = seen.get(n, 0) + 1
+        return out
+
+    saved_by = dict(zip(keyed([c["class"] for c in saved]), [c["state"] for c in saved]))
+    pairs, used = [], set()
+    for c, key in zip(callbacks, keyed([type(c).__name__ for c in callbacks])):
+        if key in saved_by:
+            pairs.append((c, saved_by[key]))
+            used.add(key)
+        elif c.state_dict():
+            raise ValueError(f"`callbacks` must match the checkpoint's: {path} has no state for "
+                             f"{key[0]} (occurrence {key[1] + 1}). Received: "
+                             f"callbacks={[type(x).__name__ for x in callbacks]}")
+    for key, st in saved_by.items():
+        if key not in used and st:
+            raise ValueError(f"`callbacks` must match the checkpoint's: {path} holds state for "
+                             f"{key[0]} (occurrence {key[1] + 1}), which this trainer lacks. Received: "
+                             f"callbacks={[type(x).__name__ for x in callbacks]}")
+    return pairs
 
 
 # ----------------------------------------------------------------------------- callback

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from descend._validation import check_bool, check_choice, check_int, check_range
 from descend.train.callbacks import Callback
 
-__all__ = ["DistributedCallback", "cleanup", "is_distributed", "is_main_process", "large_batch_lr",
+__all__ = ["DistributedCallback", "cleanup", "is_distributed", "is_main_process", "large_batch_lr", "prepare_fit", "relaunch",
            "launched_by_torchrun", "rank", "setup", "shard_loader", "world_size", "wrap_model"]
 
 
@@ -242,3 +242,62 @@ class DistributedCallback(Callback):
 
 def _unwrap(model):
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def prepare_fit(trainer, train_data, *, checkpoint_dir=None, resume: bool = False,
+                sync_batchnorm: bool = False, seed: int = 0):
+    """Ready ``trainer`` for a (possibly data-parallel, possibly resumed) fit; return its data.
+
+    Inside a process group: wrap the model in DDP (SyncBatchNorm on request), shard
+    ``train_data`` with :func:`shard_loader` (the trainer's ``batch_size`` per process)
+    and put a :class:`DistributedCallback` first. With ``resume``: restore the newest
+    checkpoint in ``checkpoint_dir`` if there is one (the fit then runs
+    ``epochs - trainer.epoch`` more epochs). Used by ``descend train``.
+    """
+    from descend.train.checkpoint import latest_checkpoint, restore
+
+    data = None
+    if is_distributed():
+        if callable(trainer.batch_size):
+            raise ValueError("`batch_size` must be a number with data parallel (a batch-size schedule "
+                             f"is not supported). Received: batch_size={trainer.batch_size!r}")
+        trainer.model = wrap_model(trainer.model, trainer.device, sync_batchnorm=sync_batchnorm)
+        data = shard_loader(train_data, trainer.batch_size, seed=seed, drop_last=trainer.drop_last)
+        trainer.callbacks.insert(0, DistributedCallback(data))
+    elif sync_batchnorm:
+        raise ValueError("`sync_batchnorm` needs data parallel (torchrun or --nproc). Received: sync_batchnorm=True")
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("`resume` needs a checkpoint folder. Received: checkpoint_dir=None")
+        path = latest_checkpoint(checkpoint_dir)
+        if path is not None:
+            restore(trainer, path)
+    return data
+
+
+def relaunch(nproc: int, argv: list[str]) -> int:
+    """Run ``descend ARGV`` in ``nproc`` processes with ``torch.distributed.run``; its exit code.
+
+    ``--nproc N`` / ``--nproc=N`` is removed from ``argv`` (the workers see torchrun's
+    environment instead). Single node; for several machines call ``torchrun`` yourself
+    with ``--nnodes`` and a rendezvous endpoint, and run ``descend train`` without
+    ``--nproc``.
+    """
+    import subprocess
+    import sys
+
+    check_int("nproc", nproc, ge=1)
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "descend", *rest]
+    return subprocess.call(cmd)
