@@ -105,3 +105,29 @@ def test_validation():
         magnitude_masks({"a": torch.ones(2, 2)}, 1.0)
     with pytest.raises(ValueError, match="`rate` must be"):
         iterative_magnitude_pruning(_mlp(), lambda m, k: None, lambda m: 0.0, rate=0.0)
+
+
+def test_imp_rewinds_to_early_weights_when_given():
+    torch.manual_seed(0)
+    m = _mlp()
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    for _ in range(3):  # a few early steps: the rewind point
+        opt.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+    early = copy.deepcopy(m.state_dict())
+    torch.manual_seed(1)
+    fresh = _mlp()
+    starts = []
+
+    def train(model, masker):
+        starts.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    res = iterative_magnitude_pruning(fresh, train, lambda mm: 0.0, rounds=2, rate=0.5,
+                                      rewind_state=early, reinit_seed=None)
+    for r, s in zip(res, starts):
+        for n in early:
+            expect = early[n] * r["masks"][n] if n in r["masks"] else early[n]
+            assert torch.equal(s[n], expect)
+    assert all(r["reinit"] is None for r in res)

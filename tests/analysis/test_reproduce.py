@@ -7,7 +7,7 @@ from descend.cli import main
 
 EXPECTED = {"batchnorm_lr", "relu_vs_tanh", "init_depth", "l1_sparsity", "momentum_terminal_speed",
             "nesterov_quadratic", "dropout_gap", "early_stopping", "lottery_ticket",
-            "mode_connectivity", "mnist1d_table"}
+            "mode_connectivity", "flat_minima", "mnist1d_table"}
 
 
 def test_every_claim_of_the_issue_is_registered():

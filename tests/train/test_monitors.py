@@ -5,7 +5,8 @@ import torch
 
 from descend.train import CALLBACKS, Trainer
 from descend.train.monitors import (ActivationMonitor, GradientNormMonitor, HyperparameterMonitor,
-                                    UpdateRatioMonitor, default_monitors, plot_monitors)
+                                    UpdateRatioMonitor, default_monitors, plot_activation_histograms,
+                                    plot_monitors, save_monitors)
 
 
 def _data(n=64):
@@ -96,6 +97,12 @@ def test_nothing_recorded_between_samples_and_plot(tmp_path):
     assert all(m.history["step"] == [0] for m in mons)
     assert mons[2].history["momentum/0"] == [0.9]
     assert plot_monitors(t.history.monitors, tmp_path / "m.png")
+    assert plot_activation_histograms(mons[1], tmp_path / "h.png")
+    import json
+    saved = json.loads(open(save_monitors(t, tmp_path)).read())
+    assert saved["grad_norm"]["step"] == [0]
+    with pytest.raises(ValueError, match="`step` must be a sampled step"):
+        plot_activation_histograms(mons[1], tmp_path / "h.png", step=5)
 
 
 def test_validation():

@@ -255,4 +255,24 @@ def model_loss(model: torch.nn.Module, loss_fn: Callable, data) -> Callable[[], 
     return lambda: loss_fn(model(x), y)
 
 
-__all__ = ["HessianOperator", "top_eigenvalues", "lanczos", "hessian_trace", "model_loss"]
+def sharpness(model: torch.nn.Module, loss_fn: Callable, data, *, k: int = 1, steps: int = 20,
+              samples: int = 20, seed: int = 0) -> dict[str, object]:
+    """Sharpness of ``model`` at its current weights on ``data = (x, y)``.
+
+    Returns ``{"top_eigenvalues": [...] (Lanczos, k largest), "trace": Hutchinson estimate}``.
+    The model is evaluated in its current mode (call ``model.eval()`` first to use BN's
+    running statistics).
+
+    Example:
+        >>> m = torch.nn.Linear(2, 1)  # loss 0.5 ((w1 + b)^2 + (w2 + b)^2): H eigenvalues 3, 1, 0
+        >>> s = sharpness(m, torch.nn.functional.mse_loss, (torch.eye(2), torch.zeros(2, 1)), k=2)
+        >>> [round(v, 4) for v in s["top_eigenvalues"]]  # the trace (4) is estimated: s["trace"]
+        [3.0, 1.0]
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    op = HessianOperator(model_loss(model, loss_fn, data), params)
+    return {"top_eigenvalues": lanczos(op, steps=steps, k=k, seed=seed),
+            "trace": hessian_trace(op, samples=samples, seed=seed)}
+
+
+__all__ = ["HessianOperator", "sharpness", "top_eigenvalues", "lanczos", "hessian_trace", "model_loss"]

@@ -321,6 +321,35 @@ def plot_monitors(monitors: dict[str, dict[str, list]], path, *, prefixes=("grad
     return str(path)
 
 
+def plot_activation_histograms(monitor: "ActivationMonitor", path, *, step: int | None = None) -> str:
+    """Histograms of every watched layer's output at one sampled step (default: the
+    first), one panel per layer (notes 002: distributions of activations across depth)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not monitor.histograms:
+        raise ValueError("`monitor` must have recorded histograms (bins > 0 and a sampled step). "
+                         "Received: monitor with no histograms")
+    step = monitor.histograms[0]["step"] if step is None else step
+    hs = [h for h in monitor.histograms if h["step"] == step]
+    if not hs:
+        raise ValueError(f"`step` must be a sampled step. Received: step={step}")
+    fig, axes = plt.subplots(1, len(hs), figsize=(2.6 * len(hs), 2.4), squeeze=False)
+    for ax, h in zip(axes[0], hs):
+        lo, hi = h["edges"]
+        n = len(h["counts"])
+        width = (hi - lo) / n if hi > lo else 1.0
+        ax.bar([lo + (i + 0.5) * width for i in range(n)], h["counts"], width=width)
+        ax.set_title(f"layer {h['layer']}", fontsize=8)
+    fig.suptitle(f"activations at step {step}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
 def save_monitors(source, directory) -> str:
     """Write the monitor tables (``trainer.history.monitors``, or that dict) to
     ``directory/monitors.json``, where ``descend doctor`` looks for them; return the path.
@@ -351,4 +380,4 @@ def save_monitors(source, directory) -> str:
 
 
 __all__ = ["GradientNormMonitor", "ActivationMonitor", "UpdateRatioMonitor",
-           "HyperparameterMonitor", "default_monitors", "plot_monitors", "save_monitors"]
+           "HyperparameterMonitor", "default_monitors", "plot_monitors", "plot_activation_histograms", "save_monitors"]

@@ -31,7 +31,8 @@ for _fn in (claims_training.batchnorm_lr, claims_training.relu_vs_tanh, claims_t
             claims_optim.l1_sparsity, claims_optim.momentum_terminal_speed,
             claims_optim.nesterov_quadratic, claims_training.dropout_gap,
             claims_training.early_stopping, claims_landscape.lottery_ticket,
-            claims_landscape.mode_connectivity, claims_training.mnist1d_table):
+            claims_landscape.mode_connectivity, claims_landscape.flat_minima,
+            claims_training.mnist1d_table):
     CLAIMS.register(_fn.__name__, _fn)
 
 
