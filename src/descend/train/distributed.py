@@ -261,6 +261,9 @@ def prepare_fit(trainer, train_data, *, checkpoint_dir=None, resume: bool = Fals
         if callable(trainer.batch_size):
             raise ValueError("`batch_size` must be a number with data parallel (a batch-size schedule "
                              f"is not supported). Received: batch_size={trainer.batch_size!r}")
+        if sync_batchnorm and trainer.device.type == "cpu":
+            raise ValueError("`sync_batchnorm` needs CUDA devices (torch's SyncBatchNorm does not run "
+                             "on CPU tensors). Received: sync_batchnorm=True on cpu")
         trainer.model = wrap_model(trainer.model, trainer.device, sync_batchnorm=sync_batchnorm)
         data = shard_loader(train_data, trainer.batch_size, seed=seed, drop_last=trainer.drop_last)
         trainer.callbacks.insert(0, DistributedCallback(data))
