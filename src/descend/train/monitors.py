@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import torch
 
-from descend._validation import check_int, check_range
+from descend._validation import check_bool, check_int, check_range
 from descend.train.callbacks import CALLBACKS, Callback
 
 RELU_FAMILY = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.PReLU, torch.nn.ELU,
@@ -104,7 +104,7 @@ class GradientNormMonitor(_SamplingMonitor):
 
     def __init__(self, interval: int = 10, per_layer: bool = True):
         super().__init__(interval)
-        self.per_layer = bool(per_layer)
+        self.per_layer = check_bool("per_layer", per_layer)
         self._done_step = -1
 
     def on_after_backward(self, trainer) -> None:
