@@ -11,3 +11,7 @@ __all__ = ["CALLBACKS", "Callback", "MonitorCallback"]
 __all__ += ["CheckpointCallback", "NanGuard", "latest_checkpoint", "restore"]
 __all__ += ["EarlyStopping", "continue_on_all", "retrain_on_all"]
 __all__ += ["CSVLogger", "History", "METRICS", "TensorBoardLogger", "Trainer"]
+
+# Registers the regularizer callbacks (l1_penalty, l2_penalty, fgsm, ...) in CALLBACKS, so a
+# recipe's `callbacks:` list reaches them once descend.train is imported.
+import descend.regularize  # noqa: E402,F401  (after CALLBACKS exists: regularize imports it)
