@@ -10,6 +10,7 @@
 """
 
 from descend.nn.activations import ACTIVATIONS, Maxout, MaxoutLinear, ScaledTanh
+from descend.nn.dropout import Dropout, DropoutMLP, mc_predict, weight_scaling_predict
 from descend.nn.folding import fold_batchnorm, population_statistics
 from descend.nn.layers import DropConnectLinear, GaussianNoise, ScalarBias, dropconnect_linear
 from descend.nn.models import MODELS, RecurrentClassifier, ResidualBlock
@@ -20,3 +21,4 @@ __all__ = [
     "fold_batchnorm", "population_statistics", "Maxout", "MaxoutLinear", "RecurrentClassifier", "ResidualBlock", "ScaledTanh",
     "convert_sync_batchnorm", "norm_layer",
 ]
+__all__ += ["Dropout", "DropoutMLP", "mc_predict", "weight_scaling_predict"]
