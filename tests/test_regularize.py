@@ -221,3 +221,16 @@ def test_fgsm_callback_mixes_clean_and_adversarial_loss():
 def test_bad_arguments(factory, kwargs, exc, msg):
     with pytest.raises(exc, match=msg.replace("(", r"\(").replace(")", r"\)")):
         factory(**kwargs)
+
+
+def test_every_training_trick_is_reachable_from_a_recipe_callbacks_list():
+    import descend.data  # noqa: F401  (registers augment)
+    import descend.optim  # noqa: F401  (registers ema)
+    recipe = [{"name": "early_stopping", "patience": 5}, {"name": "l2_penalty", "alpha": 1e-4},
+              {"name": "l1_penalty", "alpha": 1e-4, "proximal": True}, {"name": "input_noise", "sigma": 0.1},
+              {"name": "weight_noise", "sigma": 0.01}, {"name": "label_noise", "num_classes": 10},
+              {"name": "fgsm", "eps": 0.05}, {"name": "tying", "a": "0", "b": "2"}, {"name": "ema"},
+              {"name": "augment", "ops": ["hflip", {"name": "rotate", "degrees": 10}]}]
+    for spec in recipe:
+        kwargs = dict(spec)
+        assert CALLBACKS.create(kwargs.pop("name"), **kwargs) is not None
