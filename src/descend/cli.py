@@ -15,6 +15,7 @@ import sys
 # Order here is the order in `descend --help`.
 COMMAND_MODULES: list[str] = [
     "descend.experiments.commands",
+    "descend.experiments.sweep",
     "descend.playground.command",
     "descend.analysis.commands",
 ]
