@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from descend import optim, schedules
+from descend import init, optim, schedules
 from descend.analysis.testfunctions import TEST_FUNCTIONS
-from descend.playground import library
+from descend.data import load
+from descend.nn import ACTIVATIONS, MODELS, ResidualBlock
 from descend.playground.trainer import TrainerRun
 
 from descend.playground.server import url_of
@@ -184,61 +185,132 @@ def test_protocol_errors(client):
 
 # ---------------------------------------------------------------- network trainer
 
-CONFIG = {"dataset": "circles", "n": 60, "noise": 0.1, "test_fraction": 0.5, "seed": 3,
-          "hidden": [8, 8], "activation": "tanh", "init": "default", "norm": "none",
-          "dropout": 0.0, "l1": 0.0, "l2": 0.001, "optimizer": "sgd",
+CONFIG = {"dataset": "circles", "classes": 2, "n": 60, "noise": 0.1, "test_fraction": 0.5, "seed": 3,
+          "hidden": [8, 8], "activation": "tanh", "init": "xavier_uniform", "norm": "none",
+          "residual": False, "dropout": 0.0, "l1": 0.0, "l2": 0.001, "optimizer": "sgd",
           "hyper": {"lr": 0.2, "momentum": 0.9}, "batch_size": 10, "grid": 12}
 
 
-def _by_hand(config, steps):
-    """The trainer's loop, recomputed with torch + descend directly."""
-    xtr, ytr, xte, yte = library.make_dataset(config["dataset"], n=config["n"], noise=config["noise"],
-                                              test_fraction=config["test_fraction"], seed=config["seed"])
+def by_hand(config, steps):
+    """The trainer's loop, recomputed with descend.data, descend.nn.MODELS, descend.init
+    and descend.optim directly: (metrics, model, per-Linear gradient norms, activation stds)."""
+    d = load("toy2d", kind=config["dataset"], n_samples=config["n"], noise=config["noise"],
+             classes=config["classes"], data_seed=config["seed"],
+             test_fraction=config["test_fraction"], val_fraction=0.0)
+    (xtr, ytr), (xte, yte) = d.train.tensors, d.test.tensors
     torch.manual_seed(config["seed"])
-    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8),
-                                torch.nn.Tanh(), torch.nn.Linear(8, 2))
-    opt = optim.create(config["optimizer"], model.parameters(), **config["hyper"])
+    model = MODELS.create("mlp", input_shape=(2,), num_classes=config["classes"], hidden=config["hidden"],
+                          activation=config["activation"],
+                          norm=None if config["norm"] == "none" else config["norm"],
+                          dropout=config["dropout"], residual=config["residual"])
     gen = torch.Generator().manual_seed(config["seed"])
-    order = []
+    if config["init"] == "lsuv":
+        init.lsuv(model, xtr, generator=gen)
+    else:
+        init.apply(model, config["init"], generator=gen)
+    hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in config["hyper"].items()}
+    opt = optim.create(config["optimizer"], model.parameters(), **hyper)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    acts = {}
+    not_act = (torch.nn.Linear, torch.nn.Dropout, torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm)
+    hidden = [b for b in model if isinstance(b, (torch.nn.Sequential, ResidualBlock))]
+    for i, b in enumerate(hidden):  # the activation after each hidden layer (after the sum if residual)
+        act = b.post if isinstance(b, ResidualBlock) else next(m for m in b if not isinstance(m, not_act))
+        act.register_forward_hook(lambda m, i_, o, i=i: acts.__setitem__(i, o.detach()))
+    gen = torch.Generator().manual_seed(config["seed"])
+    order, bs = [], config["batch_size"]
+    model.train()
     for _ in range(steps):
-        if len(order) < config["batch_size"]:
+        if len(order) < bs:
             order = torch.randperm(len(xtr), generator=gen).tolist()
-        idx, order = order[:config["batch_size"]], order[config["batch_size"]:]
+        idx, order = order[:bs], order[bs:]
         opt.zero_grad()
-        penalty = sum(config["l2"] * m.weight.pow(2).sum() for m in model if isinstance(m, torch.nn.Linear))
+        penalty = sum(config["l2"] * m.weight.pow(2).sum() for m in linears)
         (F.cross_entropy(model(xtr[idx]), ytr[idx]) + penalty).backward()
         opt.step()
+    act_std = [float(acts[i].std(unbiased=False)) for i in sorted(acts)] if steps else []
+    grads = [float(m.weight.grad.norm()) for m in linears] if steps else []
+    model.eval()
     with torch.no_grad():
-        return (float(F.cross_entropy(model(xtr), ytr)), float(F.cross_entropy(model(xte), yte)),
-                model, model[0].weight.grad if model[0].weight.grad is not None else None)
+        metrics = {}
+        for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+            logits = model(x)
+            metrics[f"{split}_loss"] = float(F.cross_entropy(logits, y))
+            metrics[f"{split}_acc"] = float((logits.argmax(1) == y).float().mean())
+    return metrics, model, grads, act_std
 
 
-def test_trainer_numbers_equal_a_hand_written_loop(client):
-    status, c = client.post("/api/trainer", CONFIG)
+@pytest.mark.parametrize("change", [
+    {},
+    {"dataset": "spirals", "classes": 3, "activation": "relu", "init": "lsuv", "norm": "batch",
+     "hidden": [16, 8], "optimizer": "adam", "hyper": {"lr": 0.01}},
+    {"dataset": "blobs", "classes": 4, "activation": "relu", "init": "fixup", "residual": True,
+     "hidden": [8, 8, 8]},
+])
+def test_trainer_numbers_equal_the_library(client, change):
+    config = {**CONFIG, **change}
+    status, c = client.post("/api/trainer", config)
     assert status == 200, c
-    assert c["steps"] == 0 and len(c["data"]["train"]["x"]) == 30
+    assert c["steps"] == 0 and len(c["data"]["train"]["x"]) == 30 and c["classes"] == config["classes"]
+    assert sorted(set(c["data"]["train"]["y"])) == list(range(config["classes"]))
+    start, *_ = by_hand(config, 0)
+    assert c["history"][0]["train_loss"] == pytest.approx(start["train_loss"], rel=1e-6)  # the init
     sid = c["session"]
     status, s = client.post(f"/api/trainer/{sid}/step", {"n": 7})
     status, s = client.post(f"/api/trainer/{sid}/step", {"n": 8, "since": 2})
     assert status == 200 and s["steps"] == 15 and s["history_from"] == 2
-    train_loss, test_loss, model, grad0 = _by_hand(CONFIG, 15)
+    metrics, model, grads, act_std = by_hand(config, 15)
     last = s["history"][-1]
     assert last["step"] == 15
-    assert last["train_loss"] == pytest.approx(train_loss, rel=1e-6)
-    assert last["test_loss"] == pytest.approx(test_loss, rel=1e-6)
-    assert s["stats"]["gradients"][0]["norm"] == pytest.approx(float(grad0.norm()), rel=1e-5)
-    # decision boundary: P(class 1) of the same model on the grid
+    for key, value in metrics.items():
+        assert last[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+    assert [g["norm"] for g in s["stats"]["gradients"]] == pytest.approx(grads, rel=1e-5)
+    assert [a["std"] for a in s["stats"]["activations"]] == pytest.approx(act_std, rel=1e-5)
+    assert len(s["stats"]["activations"]) == len(config["hidden"])
+    # decision boundary: the K class probabilities of the same model on the grid
     b = s["bounds"][1]
     g = torch.linspace(-b, b, 12)
     yy, xx = torch.meshgrid(g, g, indexing="ij")
     with torch.no_grad():
-        p = torch.softmax(model(torch.stack([xx.flatten(), yy.flatten()], 1)), 1)[:, 1]
+        p = torch.softmax(model(torch.stack([xx.flatten(), yy.flatten()], 1)), 1).flatten()
     assert torch.allclose(torch.tensor(s["boundary"]), p, atol=2e-5)
-    assert len(s["stats"]["activations"]) == 2 and len(s["stats"]["gradients"]) == 3
     # reset: back to the creation state
     status, z = client.post(f"/api/trainer/{sid}/reset", {})
     assert z["steps"] == 0 and z["history"] == c["history"] and z["boundary"] == c["boundary"]
     assert client.get(f"/api/trainer/{sid}?since=0")[1]["steps"] == 0
+
+
+def test_trainer_offers_the_library_models_and_initializers(client):
+    o = client.get("/api/options")[1]
+    assert o["activations"] == ACTIVATIONS.names()
+    offered = set(o["inits"])
+    assert {"lsuv", "fixup"} <= offered
+    for name in init.INITIALIZERS.names():  # every scheme, once: an alias shares a function
+        assert name in offered or any(init.INITIALIZERS.get(name) is init.INITIALIZERS.get(n)
+                                      for n in offered - {"lsuv", "fixup"})
+    assert len(offered - {"lsuv", "fixup"}) == len({id(init.INITIALIZERS.get(n)) for n in init.INITIALIZERS.names()})
+    assert o["max_classes"]["blobs"] == o["max_classes"]["spirals"] == 8 and o["max_classes"]["xor"] == 2
+    assert o["backends"]["models"].startswith("descend.nn.MODELS") and o["backends"]["init"] == "descend.init"
+    assert o["backends"]["optimizers"] == "descend.optim"
+
+
+def test_every_init_and_activation_trains():
+    """Each offered scheme and activation builds, steps and reports per-layer statistics."""
+    from descend.playground.api import options, trainer_config
+
+    o = options()
+    cases = [{"init": s, "residual": s == "fixup"} for s in o["inits"]]
+    cases += [{"activation": a} for a in o["activations"]] + [{"norm": n} for n in o["norms"]]
+    for case in cases:
+        run = TrainerRun(trainer_config({**CONFIG, "n": 20, "grid": 5, **case}))
+        s = run.step(2)
+        assert s["stopped"] is None and s["steps"] == 2, case
+        assert len(s["stats"]["activations"]) == 2 and len(s["stats"]["gradients"]) >= 3, case
+    # sparse: exactly min(15, fan_in) non-zero incoming weights per unit, in every layer
+    run = TrainerRun(trainer_config({**CONFIG, "init": "sparse", "hidden": [32, 20]}))
+    for m in run.model.modules():
+        if isinstance(m, torch.nn.Linear):
+            assert ((m.weight != 0).sum(1) == min(15, m.in_features)).all()
 
 
 @pytest.mark.parametrize("change,message", [
@@ -250,6 +322,12 @@ def test_trainer_numbers_equal_a_hand_written_loop(client):
     ({"dataset": "moon"}, "Received: dataset='moon'"),
     ({"activation": "swish"}, "Received: activation='swish'"),
     ({"layers": 3}, "layers"),
+    ({"dataset": "circles", "classes": 3}, "Received: classes=3"),
+    ({"dataset": "blobs", "classes": 9}, "`classes` must be an integer >= 2 and <= 8"),
+    ({"init": "fixup"}, "init 'fixup': `model` must be a residual network"),
+    ({"init": "kaiming"}, "Received: init='kaiming'"),
+    ({"activation": "maxout", "residual": True}, "Received: activation='maxout'"),
+    ({"residual": "maybe"}, "`residual`"),
 ])
 def test_bad_trainer_settings(client, change, message):
     status, r = client.post("/api/trainer", {**CONFIG, **change})

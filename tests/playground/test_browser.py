@@ -8,9 +8,7 @@ import tempfile
 import pytest
 
 from descend.analysis.testfunctions import TEST_FUNCTIONS
-from descend.playground.api import trainer_config
 from descend.playground.server import url_of
-from descend.playground.trainer import TrainerRun
 from playground_client import start_server
 
 CHROMIUM = os.environ.get("DESCEND_CHROMIUM", "/usr/bin/chromium")
@@ -101,6 +99,10 @@ def test_optimizer_race_view(page, shots):
         assert float(row.query_selector(".loss").inner_text()) == pytest.approx(loss, rel=1e-5, abs=1e-300)
         assert float(row.query_selector(".dist").inner_text()) == pytest.approx(
             (x * x + y * y) ** 0.5, rel=1e-5, abs=1e-300)
+    # the whole table fits in the window (the status column was cut off at 1280 px)
+    right = page.evaluate("document.querySelector('#race-table').getBoundingClientRect().right")
+    assert right <= page.viewport_size["width"] and page.evaluate(
+        "document.documentElement.scrollWidth <= window.innerWidth")
     page.screenshot(path=str(shots / "race.png"))
 
     # bad input: a message on the page, nothing drawn changes
@@ -122,43 +124,69 @@ def test_optimizer_race_view(page, shots):
     page.fill("#expression", "x^2 + 4*sin(y)^2")
     page.dispatch_event("#expression", "change")
     page.wait_for_function("document.getElementById('error').hidden")
+    assert page.query_selector_all("#race-table tbody tr") == []  # the last race was on another surface
+    lr.fill("0.05")
+    page.fill("#start-y", "1.2")  # in the basin of the minimum at the origin
+    page.click("#run-race")
+    page.wait_for_function("window.playground.race && window.playground.raceDone === true && window.playground.race.surface === 'expression'")
+    assert len(page.query_selector_all("#race-table tbody tr")) == 3
     page.screenshot(path=str(shots / "race-expression.png"))
 
 
 def test_network_trainer_view(page, shots):
+    from test_api import by_hand
+
     page.click("#tab-trainer")
-    page.select_option("#dataset", "circles")
-    page.fill("#hidden", "8, 8")
-    page.locator("#trainer-opt .hyper input[data-name=lr]").fill("0.3")
+    page.select_option("#dataset", "spirals")
+    page.fill("#classes", "3")
+    page.fill("#n", "300")
+    page.fill("#noise", "0.05")
+    page.fill("#test_fraction", "0.3")
+    page.fill("#hidden", "16, 16")
+    page.select_option("#activation", "relu")
+    page.select_option("#init", "he_normal")
+    page.select_option("#trainer-opt .opt-name", "adam")
+    page.locator("#trainer-opt .hyper input[data-name=lr]").fill("0.03")
     page.fill("#per-frame", "25")
     page.click("#apply")
     page.wait_for_function("window.playground.trainer && window.playground.trainer.steps === 0 "
-                           "&& window.playground.config.dataset === 'circles'")
+                           "&& window.playground.config.dataset === 'spirals'")
     before = _pixels(page, "boundary")
     page.click("#step")
     page.wait_for_function("window.playground.trainer.steps === 1")
     page.click("#play")
-    page.wait_for_function("window.playground.trainer.steps >= 150", timeout=30000)
+    page.wait_for_function("window.playground.trainer.steps >= 300", timeout=30000)
     page.click("#play")  # pause
     page.wait_for_function("!window.playground.playing")
     page.wait_for_timeout(300)
     steps = int(page.inner_text("#m-step"))
-    assert steps >= 150
+    assert steps >= 300
     assert _pixels(page, "boundary") != before  # the decision boundary moved
-
+    # three classes, three colours of points
     config = page.evaluate("window.playground.config")
-    run = TrainerRun(trainer_config(config))
-    run.step(steps)
-    train_loss, train_acc = run.evaluate(run.x_train, run.y_train)
-    test_loss, test_acc = run.evaluate(run.x_test, run.y_test)
-    assert _num(page, "#m-train-loss") == pytest.approx(train_loss, rel=1e-5)
-    assert _num(page, "#m-test-loss") == pytest.approx(test_loss, rel=1e-5)
-    assert _num(page, "#m-train-acc") == pytest.approx(train_acc, rel=1e-5)
-    assert _num(page, "#m-test-acc") == pytest.approx(test_acc, rel=1e-5)
-    first = page.evaluate("window.playground.history[0].train_loss")
-    assert first == pytest.approx(run.history[0]["train_loss"], rel=1e-6) and train_loss < first
+    assert config["classes"] == 3 and config["init"] == "he_normal" and config["activation"] == "relu"
+    colours = page.evaluate("""(() => { const c = document.getElementById('boundary');
+        const g = c.getContext('2d'), seen = new Set();
+        for (let i = 0; i < 40; i++) for (let j = 0; j < 40; j++) {
+          const d = g.getImageData(5 + i * 10, 5 + j * 10, 1, 1).data;
+          seen.add(d[0] > d[2] + 40 ? (d[1] > d[0] ? 'g' : 'o') : d[2] > d[0] + 40 ? 'b' : d[1] > d[0] + 40 ? 'g' : '-');
+        } return [...seen]; })()""")
+    assert {"b", "o", "g"} <= set(colours), colours
+
+    # the numbers shown equal descend's own: MODELS + init + optim, recomputed here
+    metrics, _, grads, act_std = by_hand(config, steps)
+    assert _num(page, "#m-train-loss") == pytest.approx(metrics["train_loss"], rel=1e-5)
+    assert _num(page, "#m-test-loss") == pytest.approx(metrics["test_loss"], rel=1e-5)
+    assert _num(page, "#m-train-acc") == pytest.approx(metrics["train_acc"], rel=1e-5)
+    assert _num(page, "#m-test-acc") == pytest.approx(metrics["test_acc"], rel=1e-5)
+    first, _, _, _ = by_hand(config, 0)
+    shown_first = page.evaluate("window.playground.history[0].train_loss")
+    assert shown_first == pytest.approx(first["train_loss"], rel=1e-6) and metrics["train_loss"] < shown_first
     norms = [float(t) for t in page.locator("#stats .grad-norm").all_inner_texts()]
-    assert norms == pytest.approx([g["norm"] for g in run.stats["gradients"]], rel=1e-5)
+    assert norms == pytest.approx(grads, rel=1e-5)
+    stds = [float(t) for t in page.locator("#stats .act-std").all_inner_texts() if t != "—"]
+    assert stds == pytest.approx(act_std, rel=1e-5)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.screenshot(path=str(shots / "trainer.png"))
 
     page.click("#reset")
@@ -169,6 +197,7 @@ def test_network_trainer_view(page, shots):
     page.click("#apply")
     assert "`dropout` must be" in _error(page)
     page.fill("#dropout", "0")
+    page.select_option("#trainer-opt .opt-name", "sgd")
     page.locator("#trainer-opt .hyper input[data-name=lr]").fill("1e38")
     page.click("#apply")
     page.wait_for_function("document.getElementById('error').hidden")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from descend._validation import check_choice, check_int, check_no_unknown, check_range, fail
+from descend._validation import check_bool, check_choice, check_int, check_no_unknown, check_range, fail
 from descend.playground import library, race
 from descend.playground.sessions import SessionStore, UnknownSession
 from descend.playground.trainer import TrainerRun
@@ -100,9 +100,10 @@ def options() -> dict[str, Any]:
         "surfaces": surfaces,
         "expression_bounds": list(EXPRESSION_BOUNDS),
         "datasets": library.dataset_names(),
-        "activations": sorted(library.ACTIVATIONS),
+        "max_classes": {k: library.max_classes(k) for k in library.dataset_names()},
+        "activations": list(library.ACTIVATIONS),
         "norms": list(library.NORMS),
-        "inits": list(library.INITS),
+        "inits": library.init_schemes(),
         "limits": {"race_steps": MAX_RACE_STEPS, "racers": MAX_RACERS,
                    "steps_per_request": MAX_STEPS_PER_REQUEST, "layers": MAX_LAYERS,
                    "width": MAX_WIDTH},
@@ -196,9 +197,9 @@ def race_request(body: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------ network trainer
 
 TRAINER_DEFAULTS: dict[str, Any] = {
-    "dataset": "circles", "n": 200, "noise": 0.1, "test_fraction": 0.5, "seed": 0,
-    "hidden": [8, 8], "activation": "tanh", "init": "default", "norm": "none",
-    "dropout": 0.0, "l1": 0.0, "l2": 0.0, "optimizer": "sgd", "hyper": {"lr": 0.1},
+    "dataset": "circles", "classes": 2, "n": 200, "noise": 0.1, "test_fraction": 0.5,
+    "seed": 0, "hidden": [8, 8], "activation": "tanh", "init": "xavier_uniform",
+    "norm": "none", "residual": False, "dropout": 0.0, "l1": 0.0, "l2": 0.0, "optimizer": "sgd", "hyper": {"lr": 0.1},
     "batch_size": 16, "grid": 50,
 }
 
@@ -209,6 +210,7 @@ def trainer_config(body: dict[str, Any]) -> dict[str, Any]:
                                          if k not in TRAINER_DEFAULTS})
     c = {**TRAINER_DEFAULTS, **body}
     check_choice("dataset", c["dataset"], library.dataset_names())
+    c["classes"] = _integer("classes", c["classes"], ge=2, le=library.max_classes(c["dataset"]))
     c["n"] = _integer("n", c["n"], ge=10, le=5000)
     c["noise"] = _number("noise", c["noise"], ge=0, le=1)
     c["test_fraction"] = _number("test_fraction", c["test_fraction"], ge=0.1, le=0.9)
@@ -221,9 +223,11 @@ def trainer_config(body: dict[str, Any]) -> dict[str, Any]:
         fail("hidden", f"a list of at most {MAX_LAYERS} layer widths", c["hidden"], TypeError)
     c["hidden"] = [_integer(f"hidden[{i}]", int(h) if isinstance(h, float) and h.is_integer() else h,
                             ge=1, le=MAX_WIDTH) for i, h in enumerate(hidden)]
-    check_choice("activation", c["activation"], sorted(library.ACTIVATIONS))
-    check_choice("init", c["init"], list(library.INITS))
+    check_choice("activation", c["activation"], list(library.ACTIVATIONS))
+    check_choice("init", c["init"], library.init_schemes())
     check_choice("norm", c["norm"], list(library.NORMS))
+    c["residual"] = parse_value(c["residual"])
+    check_bool("residual", c["residual"])
     c["dropout"] = _number("dropout", c["dropout"], ge=0, lt=1)
     c["l1"] = _number("l1", c["l1"], ge=0, le=10)
     c["l2"] = _number("l2", c["l2"], ge=0, le=10)
@@ -245,8 +249,8 @@ class Api:
     def _run(self, config):
         try:
             return TrainerRun(config)
-        except (ValueError, TypeError) as e:
-            raise _bad(f"optimizer {config['optimizer']!r}", e) from e
+        except (ValueError, TypeError) as e:  # model, init or optimizer refused the settings
+            raise _bad("", e) from e
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /api/trainer``: validate, build data + model + optimizer, return id."""

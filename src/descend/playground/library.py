@@ -1,28 +1,30 @@
 """Where the playground gets its math: the library's registries, in one place.
 
-The server never computes an update, a schedule, a surface or a data set by itself: it
-asks this module, which resolves each name through descend's registries
-(``descend.optim``, ``descend.schedules``, ``descend.analysis.testfunctions``,
-``descend.data``). The 2-D perceptron is assembled from ``torch.nn`` layers and
-initialised with ``torch.nn.init`` (see :func:`build_mlp`, :func:`apply_init`); if
-``descend.optim`` is absent, ``torch.optim``'s classes of the same names are used.
-:func:`backends` says which module computed what.
+The server never computes an update, a schedule, a surface, a data set, a model or an
+initialization by itself: it asks this module, which resolves each name through
+descend's registries (``descend.optim``, ``descend.schedules``,
+``descend.analysis.testfunctions``, ``descend.data``, ``descend.nn.MODELS``,
+``descend.init``). :func:`backends` says which module computed what.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
+import re
 from typing import Any
 
 import torch
 from torch import nn
 
+from descend import init as dinit
+from descend import optim, schedules
 from descend._validation import check_choice, check_real
+from descend.nn import ACTIVATIONS as NN_ACTIVATIONS
+from descend.nn import MODELS
 
 # Keys of a param group that select an implementation, not the math (never shown).
 _IMPLEMENTATION_ARGS = {"foreach", "maximize", "capturable", "differentiable", "fused",
-                        "params", "initial_lr"}
+                        "params", "initial_lr", "backend"}
 # Shown folded under "more" on the page: cross-cutting extras of every optimizer.
 ADVANCED = {"clip_value", "clip_norm", "clip_norm_type", "grad_noise", "grad_noise_gamma",
             "decoupled_weight_decay", "weight_decay_exclude", "l1", "l1_mode", "eps_root",
@@ -30,13 +32,6 @@ ADVANCED = {"clip_value", "clip_norm", "clip_norm_type", "grad_noise", "grad_noi
 # Schedules offered for the learning rate: pure functions of the step with number args.
 LR_SCHEDULES = ("cosine", "cyclical", "exponential", "inverse_time", "linear_to",
                 "step_decay", "triangular")
-
-
-def _try(module: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
 
 
 def _jsonable(v: Any) -> Any:
@@ -49,23 +44,9 @@ def _jsonable(v: Any) -> Any:
 
 # ------------------------------------------------------------------ optimizers
 
-_TORCH_OPTIMIZERS = {
-    "sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop,
-    "adadelta": torch.optim.Adadelta, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-}
-
-
-def _optim():
-    mod = _try("descend.optim")
-    return mod if mod is not None and hasattr(mod, "OPTIMIZERS") else None
-
-
 def optimizer_factories() -> dict[str, Any]:
-    """Name -> factory ``f(params, **hyper)`` of every optimizer offered."""
-    mod = _optim()
-    if mod is None:
-        return dict(_TORCH_OPTIMIZERS)
-    return {name: mod.OPTIMIZERS.get(name) for name in mod.OPTIMIZERS.names()}
+    """Name -> factory ``f(params, **hyper)`` of every ``descend.optim.OPTIMIZERS`` entry."""
+    return {name: optim.OPTIMIZERS.get(name) for name in optim.OPTIMIZERS.names()}
 
 
 def optimizer_specs() -> list[dict[str, Any]]:
@@ -92,8 +73,8 @@ def optimizer_specs() -> list[dict[str, Any]]:
 def create_optimizer(name: str, params, hyper: dict[str, Any]):
     """Build optimizer ``name`` over ``params`` with keyword hyperparameters ``hyper``.
 
-    Every numeric hyperparameter must be finite (checked here, whatever the backend);
-    ranges and unknown keywords are checked by the optimizer itself.
+    Every numeric hyperparameter must be finite (checked here); ranges and unknown
+    keywords are checked by ``descend.optim.create``.
     """
     factories = optimizer_factories()
     check_choice("optimizer", name, sorted(factories))
@@ -102,14 +83,7 @@ def create_optimizer(name: str, params, hyper: dict[str, Any]):
             if isinstance(x, (int, float)) and not isinstance(x, bool):
                 check_real(k if not isinstance(v, (list, tuple)) else f"{k}[{i}]", x)
     hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
-    mod = _optim()
-    if mod is not None:
-        return mod.create(name, list(params), **hyper)
-    try:
-        return factories[name](list(params), **hyper)
-    except TypeError as e:  # torch's message for an unknown keyword
-        raise TypeError(f"{name} got an unknown or wrong argument: {e}. "
-                        f"Received: {', '.join(f'{k}={v!r}' for k, v in hyper.items())}") from e
+    return optim.create(name, list(params), **hyper)
 
 
 # ------------------------------------------------------------------ schedules
@@ -131,12 +105,9 @@ def schedule_specs() -> list[dict[str, Any]]:
     A blank ``e0`` (the initial value) is filled with the optimizer's ``lr``.
     """
     specs = [{"name": "none", "doc": "the learning rate stays as set", "hyper": []}]
-    mod = _try("descend.schedules")
-    if mod is None or not hasattr(mod, "SCHEDULES"):
-        return specs
     for name in LR_SCHEDULES:
-        if name in mod.SCHEDULES:
-            f = mod.SCHEDULES.get(name)
+        if name in schedules.SCHEDULES:
+            f = schedules.SCHEDULES.get(name)
             doc = (inspect.getdoc(f) or "").splitlines()
             specs.append({"name": name, "doc": doc[0] if doc else "", "hyper": _arg_spec(f)})
     return specs
@@ -147,11 +118,10 @@ def attach_schedule(optimizer, name: str, hyper: dict[str, Any]):
     check_choice("schedule", name, [s["name"] for s in schedule_specs()])
     if name == "none":
         return None
-    mod = importlib.import_module("descend.schedules")
     hyper = {k: v for k, v in hyper.items() if v is not None}
-    if "e0" not in hyper and "e0" in inspect.signature(mod.SCHEDULES.get(name)).parameters:
+    if "e0" not in hyper and "e0" in inspect.signature(schedules.SCHEDULES.get(name)).parameters:
         hyper["e0"] = float(optimizer.param_groups[0]["lr"])
-    return mod.Scheduler(optimizer, {"lr": mod.SCHEDULES.create(name, **hyper)})
+    return schedules.Scheduler(optimizer, {"lr": schedules.SCHEDULES.create(name, **hyper)})
 
 
 # ------------------------------------------------------------------ surfaces
@@ -175,11 +145,14 @@ def parse_expression(text: str):
 
 # ------------------------------------------------------------------ data, models, init
 
-def make_dataset(name: str, *, n: int, noise: float, test_fraction: float, seed: int):
-    """``(x_train, y_train, x_test, y_test)`` of a two-class ``descend.data`` toy2d set."""
+MAX_CLASSES = 8
+
+
+def make_dataset(name: str, *, n: int, noise: float, classes: int, test_fraction: float, seed: int):
+    """``(x_train, y_train, x_test, y_test)`` of a ``descend.data`` toy2d set of ``classes`` classes."""
     from descend.data import load
 
-    d = load("toy2d", kind=name, n_samples=n, noise=noise, classes=2, data_seed=seed,
+    d = load("toy2d", kind=name, n_samples=n, noise=noise, classes=classes, data_seed=seed,
              test_fraction=test_fraction, val_fraction=0.0)
     return (*d.train.tensors, *d.test.tensors)
 
@@ -190,65 +163,86 @@ def dataset_names() -> list[str]:
     return list(KINDS)
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-               "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU}
-NORMS = ("none", "batch", "layer")
+_CLASSES: dict[str, int] = {}
 
 
-def build_mlp(hidden: list[int], activation: str, norm: str, dropout: float) -> nn.Module:
-    """A 2 -> hidden... -> 2 perceptron: Linear, [norm], activation, [dropout] per layer."""
-    check_choice("activation", activation, sorted(ACTIVATIONS))
+def max_classes(kind: str) -> int:
+    """The most classes toy2d ``kind`` makes here: ``MAX_CLASSES`` if it takes a class count, else 2.
+
+    Asked of ``descend.data`` itself (a 3-class set of 10 points either loads or is refused).
+    """
+    if kind not in _CLASSES:
+        try:
+            make_dataset(kind, n=10, noise=0.0, classes=3, test_fraction=0.5, seed=0)
+            _CLASSES[kind] = MAX_CLASSES
+        except ValueError:
+            _CLASSES[kind] = 2
+    return _CLASSES[kind]
+
+
+ACTIVATIONS = NN_ACTIVATIONS.names()
+# Norms of the fully connected mlp that need no extra setting ("group" needs a width
+# divisible by its group count, "instance" needs spatial dimensions).
+NORMS = ("none", "batch", "layer", "weight", "spectral")
+
+
+def build_mlp(hidden: list[int], activation: str, norm: str, dropout: float, *, classes: int = 2,
+              residual: bool = False) -> nn.Module:
+    """``descend.nn.MODELS.create("mlp", input_shape=(2,), num_classes=classes, ...)``.
+
+    Each hidden layer: Linear -> [norm] -> activation -> [dropout]; with ``residual``
+    every hidden layer after the first is a two-layer residual block.
+    """
     check_choice("norm", norm, NORMS)
-    layers: list[nn.Module] = []
-    width = 2
-    for h in hidden:
-        layers.append(nn.Linear(width, h))
-        if norm == "batch":
-            layers.append(nn.BatchNorm1d(h))
-        elif norm == "layer":
-            layers.append(nn.LayerNorm(h))
-        layers.append(ACTIVATIONS[activation]())
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        width = h
-    layers.append(nn.Linear(width, 2))
-    return nn.Sequential(*layers)
+    return MODELS.create("mlp", input_shape=(2,), num_classes=classes, hidden=list(hidden),
+                         activation=activation, norm=None if norm == "none" else norm,
+                         dropout=dropout, residual=residual)
 
 
-def _normal_001(w):
-    return nn.init.normal_(w, 0.0, 0.01)
+def init_schemes() -> list[str]:
+    """Every ``descend.init.INITIALIZERS`` scheme once (aliases left out), then lsuv and fixup."""
+    by_factory: dict[Any, list[str]] = {}
+    for name in dinit.INITIALIZERS.names():
+        by_factory.setdefault(dinit.INITIALIZERS.get(name), []).append(name)
+    names = []
+    for f, aliases in by_factory.items():
+        own = f.__name__.rstrip("_")
+        names.append(own if own in aliases else aliases[0])
+    return sorted(names) + ["lsuv", "fixup"]
 
 
-INITS = {
-    "default": None,  # torch's own: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-    "xavier_uniform": nn.init.xavier_uniform_,
-    "xavier_normal": nn.init.xavier_normal_,
-    "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
-    "orthogonal": nn.init.orthogonal_,
-    "normal_0.01": _normal_001,
-    "zeros": nn.init.zeros_,
-}
+def initialize(model: nn.Module, scheme: str, *, batch: torch.Tensor,
+               generator: torch.Generator) -> nn.Module:
+    """Initialize ``model`` with ``descend.init`` scheme ``scheme``, drawing from ``generator``.
 
-
-def apply_init(model: nn.Module, scheme: str) -> None:
-    """Re-initialise every Linear weight of ``model`` with ``scheme``; biases to zero."""
-    check_choice("init", scheme, list(INITS))
-    fn = INITS[scheme]
-    if fn is None:
-        return
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            fn(m.weight)
-            nn.init.zeros_(m.bias)
+    - ``lsuv``: ``descend.init.lsuv(model, batch, generator=generator)``, ``batch`` being
+      the training inputs;
+    - ``sparse``: ``descend.init.apply`` one Linear layer at a time with
+      ``k = min(15, fan_in)`` (a first layer with 2 inputs cannot have 15 non-zero
+      incoming weights);
+    - every other scheme (``fixup`` included): ``descend.init.apply(model, scheme,
+      generator=generator)`` (weights by the scheme, biases 0, norm scale 1 / shift 0).
+    """
+    check_choice("init", scheme, init_schemes())
+    if scheme == "lsuv":
+        return dinit.lsuv(model, batch, generator=generator)
+    if scheme == "sparse":
+        k = inspect.signature(dinit.INITIALIZERS.get("sparse")).parameters["k"].default
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Linear):
+                dinit.apply(model, "sparse", generator=generator, pattern=f"^{re.escape(name)}$",
+                            k=min(k, m.in_features))
+        return model
+    return dinit.apply(model, scheme, generator=generator)
 
 
 def backends() -> dict[str, str]:
     """Which module provides each part (shown on the page's footer)."""
     return {
-        "optimizers": "descend.optim" if _optim() else "torch.optim",
-        "schedules": "descend.schedules" if len(schedule_specs()) > 1 else "none",
+        "optimizers": "descend.optim",
+        "schedules": "descend.schedules",
         "surfaces": "descend.analysis.testfunctions",
         "datasets": "descend.data (toy2d)",
-        "models": "torch.nn (2-D perceptron)",
-        "init": "torch.nn.init",
+        "models": "descend.nn.MODELS (mlp)",
+        "init": "descend.init",
     }

@@ -216,7 +216,11 @@ function drawRace() {
     g.beginPath(); g.arc(a, b, 5, 0, 2 * Math.PI); g.fill(); g.stroke();
   }
   const r = state.race;
-  if (!r) return;
+  if (!r) {  // a new surface: no paths yet, clear the charts and the table of the last race
+    for (const id of ["race-loss", "race-dist"]) $(id).getContext("2d").clearRect(0, 0, $(id).width, $(id).height);
+    $("race-table").querySelector("tbody").innerHTML = "";
+    return;
+  }
   r.runs.forEach((run, i) => {
     const k = Math.min(state.frame, run.x.length - 1);
     g.strokeStyle = COLORS[i % COLORS.length]; g.lineWidth = 2; g.beginPath();
@@ -300,10 +304,11 @@ function animateRace() {
 // ------------------------------------------------------------------ network trainer
 
 function trainerRequest() {
-  const ids = ["dataset", "n", "noise", "test_fraction", "seed", "hidden", "activation", "init",
+  const ids = ["dataset", "classes", "n", "noise", "test_fraction", "seed", "hidden", "activation", "init",
                "norm", "dropout", "l1", "l2", "batch_size"];
   const body = {};
   for (const id of ids) body[id] = $(id).value;
+  body.residual = $("residual").checked;
   const hidden = body.hidden.trim();
   body.hidden = hidden === "" ? [] : hidden.split(",").map((s) => s.trim());
   body.optimizer = $("trainer-opt").querySelector(".opt-name").value;
@@ -315,6 +320,16 @@ function takeState(data) {
   if (data.data) { state.points = data.data; state.config = data.config; state.history = []; }
   state.history = state.history.slice(0, data.history_from || 0).concat(data.history);
   state.trainer = data;
+}
+
+// blobs and spirals take a class count (up to max_classes), the other sets two classes.
+function limitClasses() {
+  const most = state.options.max_classes[$("dataset").value] || 2;
+  const box = $("classes");
+  box.disabled = most <= 2;
+  box.max = String(most);
+  if (most <= 2) box.value = "2";
+  else if (!(Number(box.value) >= 2)) box.value = "3";
 }
 
 async function newRun() {
@@ -364,20 +379,34 @@ async function resetRun() {
   drawTrainer();
 }
 
+// "#rrggbb" -> [r, g, b]
+function rgb(hex) { return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)); }
+
+// The grid point's colour: its most likely class, faded to white as the probabilities
+// even out (strength (p_max - 1/K) / (1 - 1/K)); the boundary is where the colour flips.
+function classShade(K) {
+  const light = COLORS.slice(0, K).map((c) => rgb(c).map((v) => 255 - 0.5 * (255 - v)));
+  return (probs) => {
+    let best = 0;
+    for (let k = 1; k < K; k++) if (probs[k] > probs[best]) best = k;
+    const s = Math.max(0, (probs[best] - 1 / K) / (1 - 1 / K));
+    return light[best].map((v) => 255 + s * (v - 255));
+  };
+}
+
 function drawTrainer() {
   const t = state.trainer;
   const cv = $("boundary"), g = cv.getContext("2d");
   g.clearRect(0, 0, cv.width, cv.height);
   if (!t) return;
-  // P(class 1): blue (0) -> white (0.5) -> orange (1)
-  paintGrid(cv, t.grid, t.boundary, (p) => p < 0.5
-    ? [255 - (0.5 - p) * 2 * 150, 255 - (0.5 - p) * 2 * 90, 255]
-    : [255, 255 - (p - 0.5) * 2 * 120, 255 - (p - 0.5) * 2 * 220]);
+  const K = t.classes, points = [];
+  for (let i = 0; i < t.grid * t.grid; i++) points.push(t.boundary.slice(i * K, (i + 1) * K));
+  paintGrid(cv, t.grid, points, classShade(K));
   const P = toCanvas(cv, t.bounds);
   const dot = (pts, filled) => pts.x.forEach(([x, y], k) => {
     const [a, b] = P(x, y);
     g.beginPath(); g.arc(a, b, 3.5, 0, 2 * Math.PI);
-    g.fillStyle = pts.y[k] ? "#e8590c" : "#2f6fde";
+    g.fillStyle = COLORS[pts.y[k] % COLORS.length];
     g.strokeStyle = filled ? "#fff" : g.fillStyle;
     if (filled) { g.fill(); g.stroke(); } else { g.lineWidth = 1.5; g.stroke(); }
   });
@@ -402,9 +431,9 @@ function drawTrainer() {
   for (let i = 0; i < Math.max(acts.length, grads.length); i++) {
     const a = acts[i], gr = grads[i];
     const tr = document.createElement("tr");
-    tr.innerHTML = `<td class="name">${i + 1}</td><td class="act-mean">${a ? fmt(a.mean) : "—"}</td>` +
-      `<td class="act-std">${a ? fmt(a.std) : "—"}</td><td class="grad-norm">${gr ? fmt(gr.norm) : "—"}</td>` +
-      `<td class="grad-std">${gr ? fmt(gr.std) : "—"}</td>`;
+    tr.innerHTML = `<td class="name act-layer">${a ? a.layer + " " + a.module : ""}</td><td class="act-mean">${a ? fmt(a.mean) : "—"}</td>` +
+      `<td class="act-std">${a ? fmt(a.std) : "—"}</td><td class="name grad-layer">${gr ? gr.layer + " " + gr.module : ""}</td>` +
+      `<td class="grad-norm">${gr ? fmt(gr.norm) : "—"}</td><td class="grad-std">${gr ? fmt(gr.std) : "—"}</td>`;
     body.appendChild(tr);
   }
 }
@@ -419,8 +448,11 @@ async function main() {
   option($("surface"), o.surfaces.map((s) => s.name).concat(["expression"]));
   if (o.surfaces.some((s) => s.name === "quadratic")) $("surface").value = "quadratic";
   option($("dataset"), o.datasets);
+  $("dataset").value = "circles";
+  $("dataset").onchange = limitClasses;
+  limitClasses();
   option($("activation"), o.activations); $("activation").value = "tanh";
-  option($("init"), o.inits);
+  option($("init"), o.inits); $("init").value = "xavier_uniform";
   option($("norm"), o.norms);
   $("backends").textContent = "computed by: " + Object.entries(o.backends).map(([k, v]) => k + " = " + v).join(" · ");
   for (const b of document.querySelectorAll(".tab")) b.onclick = () => {
