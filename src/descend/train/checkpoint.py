@@ -244,6 +244,11 @@ def _match_callbacks(callbacks, saved, path) -> list[tuple[Callback, dict]]:
     return pairs
 
 
+def _is_rank0() -> bool:
+    d = torch.distributed
+    return not (d.is_available() and d.is_initialized()) or d.get_rank() == 0
+
+
 # ----------------------------------------------------------------------------- callback
 
 @CALLBACKS.register("checkpoint")
@@ -306,8 +311,7 @@ class CheckpointCallback(MonitorCallback):
     # -- saving
     def save(self, trainer, *, metric: float | None = None, best: bool = False) -> Path | None:
         """Write a checkpoint now (rank 0 only under torch.distributed) and prune old ones."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_rank() != 0:
+        if not _is_rank0():
             return None
         path = save_checkpoint(trainer, self.directory, metric=metric)
         self.last_path = path
@@ -329,10 +333,11 @@ class CheckpointCallback(MonitorCallback):
 
     # -- hooks
     def on_fit_begin(self, trainer) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for p in self.directory.iterdir():  # leftovers of a save or prune that was killed
-            if p.name.startswith((".tmp-", ".trash-")):
-                shutil.rmtree(p, ignore_errors=True)
+        if _is_rank0():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for p in self.directory.iterdir():  # leftovers of a save or prune that was killed
+                if p.name.startswith((".tmp-", ".trash-")):
+                    shutil.rmtree(p, ignore_errors=True)
         self._signal = None
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
