@@ -241,3 +241,16 @@ def test_recipe_loader_refuses_python_tags(tmp_path):
     with pytest.raises(RecipeError, match=r"evil.yaml was refused: it uses a YAML tag that would build"):
         load(p)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("module", ["descend.io", "descend.train.checkpoint", "descend.train.distributed"])
+def test_docstring_examples_run(module, monkeypatch):
+    import doctest
+    import importlib
+
+    import descend.io
+
+    monkeypatch.setattr(descend.io, "FSYNC", False)
+    m = importlib.import_module(module)
+    result = doctest.testmod(m, optionflags=doctest.ELLIPSIS, extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0
