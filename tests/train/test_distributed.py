@@ -117,3 +117,21 @@ def test_large_batch_lr_is_goyal_linear_scaling_with_warmup():
     assert d(2) == pytest.approx(0.2) and d(12) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="`warmup_steps` must be an integer >= 0. Received: warmup_steps=-1"):
         large_batch_lr(lr, 256, warmup_steps=-1)
+
+
+@pytest.mark.slow
+def test_descend_train_nproc_2(tmp_path):
+    from descend.experiments import recipe as recipes
+    from descend.experiments import runner
+
+    env = dict(os.environ, DESCEND_NO_FSYNC="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "descend", "train", "tiny", "--nproc", "2", "--quiet", "--out", str(tmp_path),
+           "--checkpoint-every", "5"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    res = json.loads((tmp_path / "tiny-sgd" / "results.json").read_text())["result"]
+    run = recipes.load("tiny").runs()[0]
+    n_train = len(runner.load_data(run, {}).train)
+    per_epoch = -(-(-(-n_train // 2)) // run.spec.batch_size)  # ceil(ceil(n / 2) / b) steps per rank
+    assert res["steps_run"] == run.spec.epochs * per_epoch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-sgd", "tiny-sgd-seed0.checkpoints"]
