@@ -38,7 +38,7 @@ ELEMENTWISE = (flip_sign, clip_by_value, clip_by_global_norm, add_noise, add_wei
                scale_by_adam, scale_by_lr, momentum_step, add_decoupled_weight_decay, prox_l1)
 
 #: Bytes of one tensor's slice in a tile (about six such slices are live at once).
-TILE_BYTES = 1 << 21
+TILE_BYTES = 1 << 22
 
 
 def tiled_config(transform: Chain, group: Mapping[str, Any]) -> str | None:

@@ -1,0 +1,176 @@
+"""Time one optimizer step: descend (reference, auto and each fast path) vs torch.optim
+(single-tensor, foreach, fused, torch.compile), on a GPT-2-shaped and a ResNet-50-shaped
+set of parameters, in one run.
+
+Reports ms/step (best of interleaved repeats: the least disturbed by other work on the
+machine), the bytes an ideal one-pass step moves per second (GB/s), that as a % of the
+copy bandwidth measured in the same run, and each time over torch's fastest
+implementation of the same algorithm.
+
+    python benchmarks/optimizer_step.py --device cpu          # writes results/optimizer_step_cpu.*
+    python benchmarks/optimizer_step.py --device cuda         # GPT-2 small (124M) on the GPU
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+import descend.optim as do  # noqa: E402
+from descend.optim import fused  # noqa: E402
+
+# name: (descend class, torch class, kwargs, bytes moved per parameter in fp32 by one pass)
+ALGORITHMS = {
+    "sgd_momentum": ("SGD", "SGD", dict(lr=1e-3, momentum=0.9), 20),   # r p g b, w p b
+    "adagrad": ("Adagrad", "Adagrad", dict(lr=1e-3), 20),               # r p g s, w p s
+    "rmsprop": ("RMSprop", "RMSprop", dict(lr=1e-4), 20),               # r p g v, w p v
+    "adadelta": ("Adadelta", "Adadelta", dict(lr=1.0), 28),             # r p g v a, w p v a
+    "adam": ("Adam", "Adam", dict(lr=1e-4), 28),                        # r p g m v, w p m v
+    "adamw": ("AdamW", "AdamW", dict(lr=1e-4), 28),
+}
+TORCH_FUSED = {"cpu": {"SGD", "Adagrad", "Adam", "AdamW"}, "cuda": {"SGD", "Adam", "AdamW"}}
+
+
+def gpt2_shapes(layers=12, width=768, vocab=50257, context=1024):
+    """GPT-2's parameter shapes (tied embeddings): 124M and 148 tensors at the defaults."""
+    shapes = [(vocab, width), (context, width)]
+    for _ in range(layers):
+        shapes += [(width,), (width,), (width, 3 * width), (3 * width,), (width, width), (width,),
+                   (width,), (width,), (width, 4 * width), (4 * width,), (4 * width, width), (width,)]
+    return shapes + [(width,), (width,)]
+
+
+def resnet50_shapes(width=64, classes=1000):
+    """ResNet-50's conv, batch-norm and fc shapes: 25.6M and 161 tensors at width 64."""
+    shapes = [(width, 3, 7, 7), (width,), (width,)]
+    cin = width
+    for stage, blocks in enumerate([3, 4, 6, 3]):
+        mid = width * 2 ** stage
+        for b in range(blocks):
+            for co, ci, k in [(mid, cin, 1), (mid, mid, 3), (4 * mid, mid, 1)]:
+                shapes += [(co, ci, k, k), (co,), (co,)]
+            if b == 0:
+                shapes += [(4 * mid, cin, 1, 1), (4 * mid,), (4 * mid,)]
+            cin = 4 * mid
+    return shapes + [(classes, cin), (classes,)]
+
+
+def parameter_sets(dev, quick):
+    if quick:
+        return {"gpt2_tiny": gpt2_shapes(2, 32, 512, 64), "resnet_tiny": resnet50_shapes(4, 10)}
+    if dev.type == "cuda":
+        return {"gpt2_small_124M": gpt2_shapes(), "resnet50_25M": resnet50_shapes()}
+    return {"gpt2_12M": gpt2_shapes(12, 256, 16384, 1024), "resnet50_half_6M": resnet50_shapes(32)}
+
+
+def implementations(algo, dev, compile_torch):
+    """(label, factory(params) -> step callable) for every implementation of ``algo``."""
+    dcls, tcls, kw, _ = ALGORITHMS[algo]
+    T, D = getattr(torch.optim, tcls), getattr(do, dcls)
+    impls = [("torch single", lambda p: T(p, foreach=False, **kw).step),
+             ("torch foreach", lambda p: T(p, foreach=True, **kw).step)]
+    if tcls in TORCH_FUSED.get(dev.type, ()):
+        impls.append(("torch fused", lambda p: T(p, fused=True, **kw).step))
+    if compile_torch:
+        def compiled(p):
+            opt = T(p, foreach=True, **kw)
+            return torch.compile(opt.step)
+        impls.append(("torch compiled", compiled))
+    impls.append(("descend reference", lambda p: D(p, backend="reference", **kw).step))
+    probe = D([torch.nn.Parameter(torch.zeros(2, device=dev))], **kw)
+    for backend in ("tiled", "foreach", "fused"):
+        group = dict(probe.param_groups[0], backend=backend)
+        if fused.choose(probe.transform, group, probe.param_groups[0]["params"])[0]:
+            impls.append((f"descend {backend}", lambda p, b=backend: D(p, backend=b, **kw).step))
+    impls.append(("descend auto", lambda p: D(p, **kw).step))
+    return impls
+
+
+def bench_set(name, shapes, dev, algos, repeats, steps, compile_torch):
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen).to(dev)) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen).to(dev) * 1e-3
+    n = sum(p.numel() for p in params)
+    src = torch.randn(n, generator=gen).to(dev)  # copy bandwidth on the set's own size
+    dst = torch.empty_like(src)
+    rows = []
+    for algo in algos:
+        impls = implementations(algo, dev, compile_torch)
+        steps_fns = []
+        for label, make in impls:
+            fn = make(params)
+            for _ in range(3):  # state, first-step reference, compilation
+                fn()
+            steps_fns.append((label, fn))
+        best = {label: float("inf") for label, _ in impls}
+        copy_best = float("inf")
+        for _ in range(repeats):  # interleaved: each repeat times every implementation
+            copy_best = min(copy_best, common.timeit(lambda: dst.copy_(src), dev, steps))
+            for label, fn in steps_fns:
+                best[label] = min(best[label], common.timeit(fn, dev, steps))
+        bandwidth = 2 * src.numel() * 4 / copy_best / 1e9
+        auto = getattr(do, ALGORITHMS[algo][0])([torch.nn.Parameter(params[0].detach().clone())],
+                                               **ALGORITHMS[algo][2])
+        del steps_fns
+        gc.collect()
+        picked = fused.choose(auto.transform, auto.param_groups[0], params)[0]
+        torch_best = min(v for k, v in best.items() if k.startswith("torch"))
+        nbytes = ALGORITHMS[algo][3] * n
+        for label, sec in best.items():
+            gbs = nbytes / sec / 1e9
+            rows.append({"set": name, "params": n, "tensors": len(shapes), "algorithm": algo,
+                         "copy_gb_s": bandwidth,
+                         "implementation": label + (f" ({picked})" if label == "descend auto" else ""),
+                         "ms": sec * 1e3, "gb_s": gbs, "pct_copy": 100 * gbs / bandwidth,
+                         "vs_torch_fastest": sec / torch_best})
+        print(f"{name} {algo} (copy {bandwidth:.1f} GB/s): "
+              + ", ".join(f"{k} {v * 1e3:.2f}ms" for k, v in best.items()), flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile'd torch.optim")
+    p.add_argument("--algorithms", default=None,
+                   help=f"comma-separated, of {','.join(ALGORITHMS)} (default all; --quick: adam,rmsprop)")
+    args = p.parse_args(argv)
+    dev = common.device_of(args.device)
+    sets = parameter_sets(dev, args.quick)
+    repeats = args.repeats or (1 if args.quick else 15)
+    steps = 1 if args.quick else 3
+    compile_torch = not (args.quick or args.no_compile)
+    rows = []
+    for name, shapes in sets.items():
+        algos = args.algorithms or ("adam,rmsprop" if args.quick else ",".join(ALGORITHMS))
+        rows += bench_set(name, shapes, dev, algos.split(","), repeats, steps,
+                          compile_torch)
+    payload = {"device": dev.type, "machine": common.machine(dev),
+               "repeats": repeats, "steps_per_repeat": steps, "quick": args.quick, "rows": rows}
+    md = (f"# Optimizer step, {dev.type}\n\n{common.machine(dev)}\n\n"
+          "Copy bandwidth (`dst.copy_(src)` of one fp32 tensor as large as the set) is "
+          "measured in the same run, interleaved with the steps. Times are the best of "
+          f"{repeats} interleaved repeats of {steps} steps, fp32. GB/s counts the bytes an "
+          "ideal one-pass step moves (Adam: 28 per parameter). `vs torch` is the time over "
+          "torch.optim's fastest implementation of the same algorithm (<= 1 is faster or "
+          "equal). `descend auto` shows the backend it chose.\n\n")
+    md += common.table(rows, [("set", "set", ""), ("algorithm", "algorithm", ""),
+                              ("implementation", "implementation", ""), ("ms", "ms/step", ".2f"),
+                              ("gb_s", "GB/s", ".1f"), ("copy_gb_s", "copy GB/s", ".1f"),
+                              ("pct_copy", "% copy BW", ".0f"),
+                              ("vs_torch_fastest", "vs torch", ".2f")])
+    j, m = common.write(args.out, f"optimizer_step_{dev.type}{'_quick' if args.quick else ''}",
+                        payload, md)
+    print(f"wrote {j} and {m}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
