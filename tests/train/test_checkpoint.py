@@ -335,3 +335,16 @@ def test_descend_train_resume_after_kill_9_is_bitwise(tmp_path):
     _assert_bitwise(a, b)
     res = json.loads((tmp_path / "cut" / "tiny-sgd" / "results.json").read_text())["result"]
     assert res["steps_run"] == 126 and len(res["steps"]["step"]) == 126  # the whole history
+
+
+def test_recipe_names_checkpoint_and_nan_guard(tmp_path):
+    from descend.experiments import recipe as recipes
+    from descend.experiments import runner
+
+    raw = {"name": "x", "data": {"name": "digits", "val_fraction": 0.1}, "model": {"name": "mlp", "hidden": [8]},
+           "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64, "epochs": 1, "seeds": [0],
+           "callbacks": [{"name": "checkpoint", "directory": str(tmp_path), "every_n_steps": 5},
+                         {"name": "nan_guard", "action": "rollback", "lr_factor": 0.5}]}
+    built = runner.build(recipes.load(raw).runs()[0], 0)
+    kinds = [type(c).__name__ for c in built.trainer.callbacks]
+    assert kinds[-2:] == ["CheckpointCallback", "NanGuard"] and built.trainer.callbacks[-1].action == "rollback"
