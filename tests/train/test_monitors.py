@@ -110,3 +110,24 @@ def test_validation():
         GradientNormMonitor(interval=0)
     with pytest.raises(ValueError, match="`saturation` must be"):
         ActivationMonitor(saturation=2.0)
+
+
+def test_light_monitors_are_the_recipe_default_and_importing_descend_train_registers_them():
+    import subprocess
+    import sys
+
+    from descend.train.monitors import light_monitors
+    mons = light_monitors(7)
+    assert [type(m) for m in mons] == [GradientNormMonitor, ActivationMonitor]
+    assert [m.interval for m in mons] == [7, 7] and mons[1].bins == 0
+    code = ("import descend.train as t; "
+            "assert {'grad_norm_monitor', 'activation_monitor', 'update_ratio_monitor', "
+            "'hyperparameter_monitor'} <= set(t.CALLBACKS.names())")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    torch.manual_seed(0)
+    model = _mlp()
+    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=light_monitors(2),
+                batch_size=16, progress=False)
+    t.fit(_data(), epochs=1)
+    assert t.history.monitors["grad_norm"]["step"] == [0, 2]
+    assert t.history.monitors["activations"]["step"] == [0, 2] and t.callbacks[1].histograms == []

@@ -291,6 +291,23 @@ def default_monitors(interval: int = 10) -> list[Callback]:
             UpdateRatioMonitor(interval), HyperparameterMonitor(interval)]
 
 
+def light_monitors(interval: int = 20) -> list[Callback]:
+    """The monitors ``descend compare`` / ``descend train`` attach by default.
+
+    :class:`GradientNormMonitor` (global and per-parameter norms) and
+    :class:`ActivationMonitor` without histograms (``bins=0``: no host reads inside the
+    hooks), both every ``interval`` steps: what :func:`descend.analysis.doctor.diagnose`
+    needs for vanishing gradients, dead units and saturation. The update ratio (a weight
+    copy per sampled step) and the hyperparameters (already in the per-step log) are left
+    out; name them in a recipe's ``monitors:`` list to add them.
+
+    Example:
+        >>> [(type(m).__name__, m.interval) for m in light_monitors()]
+        [('GradientNormMonitor', 20), ('ActivationMonitor', 20)]
+    """
+    return [GradientNormMonitor(interval), ActivationMonitor(interval, bins=0)]
+
+
 def plot_monitors(monitors: dict[str, dict[str, list]], path, *, prefixes=("grad_norm/", "std/",
                   "dead/", "saturated/", "update_ratio/")) -> str:
     """One panel per statistic family (per-layer curves against the step); PNG path."""
@@ -380,4 +397,4 @@ def save_monitors(source, directory) -> str:
 
 
 __all__ = ["GradientNormMonitor", "ActivationMonitor", "UpdateRatioMonitor",
-           "HyperparameterMonitor", "default_monitors", "plot_monitors", "plot_activation_histograms", "save_monitors"]
+           "HyperparameterMonitor", "default_monitors", "light_monitors", "plot_monitors", "plot_activation_histograms", "save_monitors"]
