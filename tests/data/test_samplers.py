@@ -124,3 +124,111 @@ def test_registry_and_errors():
         growing_batch_size(4, factor=0.5)
     with pytest.raises(TypeError, match="`labels` must be a non-empty 1-D tensor"):
         ClassInterleavedSampler(torch.zeros(3, 2, dtype=torch.long))
+
+
+# ------------------------------------------------------------- batches and loss feedback in a Trainer
+def _xy(n=40, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return x, (x[:, 0] > 0).long()
+
+
+def test_per_example_loss_matches_torch_and_the_fallback():
+    from descend.data.samplers import per_example_loss
+    x, y = _xy()
+    out = torch.randn(40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref = nn.functional.cross_entropy(out, y, reduction="none")
+    mod = nn.CrossEntropyLoss(label_smoothing=0.1)
+    torch.testing.assert_close(per_example_loss(nn.CrossEntropyLoss(), out, y), ref, rtol=0, atol=1e-15)
+    assert mod.reduction == "mean"  # the caller's module is not changed
+    torch.testing.assert_close(per_example_loss(mod, out, y),
+                               nn.functional.cross_entropy(out, y, reduction="none", label_smoothing=0.1))
+    # a plain function (no `reduction`): one call per example
+    torch.testing.assert_close(per_example_loss(nn.functional.cross_entropy, out, y), ref, rtol=0, atol=1e-15)
+
+
+def test_sampled_batches_follow_the_sampler_and_the_epoch():
+    from descend.data.samplers import SampledBatches
+    from descend.train import Callback, Trainer
+    x, y = _xy()
+    s = ShuffleSampler(40, seed=7)
+    batches = SampledBatches(TensorDataset(x, y), s, batch_size=16)
+    assert len(batches) == 3
+    seen = []
+
+    class Record(Callback):
+        def on_batch_begin(self, trainer, batch):
+            seen.append(batch[0])
+
+    model = nn.Linear(3, 2).double()
+    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[batches, Record()],
+                progress=False)
+    t.fit(batches, epochs=2)
+    assert [b.shape[0] for b in seen] == [16, 16, 8] * 2
+    ref = ShuffleSampler(40, seed=7)
+    order = torch.tensor(list(ref) + list(ref))
+    assert torch.equal(torch.cat(seen), x[order])
+    # the epoch comes from the trainer, so a second fit continues with epoch 2
+    t.fit(batches, epochs=1)
+    ref.set_epoch(2)
+    assert torch.equal(torch.cat(seen[6:]), x[list(ref)])
+    # a batch-size schedule and a batch sampler
+    sched = SampledBatches(TensorDataset(x, y), ShuffleSampler(40), batch_size=lambda e: 10 * (e + 1))
+    assert [len(b[0]) for b in sched] == [10] * 4
+    sched._epoch = 1
+    assert [len(b[0]) for b in sched] == [20, 20]
+    grow = SampledBatches(TensorDataset(x, y), GrowingBatchSampler(40, start=8, factor=2))
+    assert [len(b[0]) for b in grow] == [8] * 5 and [len(b[0]) for b in grow] == [16, 16, 8]
+    with pytest.raises(TypeError, match="`dataset` must be a TensorDataset"):
+        SampledBatches([1, 2], s)
+    with pytest.raises(ValueError, match="`batch_size` must be"):
+        SampledBatches(TensorDataset(x, y), s, batch_size=0)
+
+
+def test_loss_feedback_feeds_the_per_example_losses_by_formula():
+    from descend.data.samplers import LossFeedback, SampledBatches
+    from descend.train import CALLBACKS, Trainer
+    x, y = _xy()
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2).double()
+    s = LossProportionalSampler(40, mix=0.0, beta=0.5)
+    fb = CALLBACKS.create("loss_feedback", every=1, batch_size=7)
+    assert isinstance(fb, LossFeedback) and fb.bind(s, (x, y)) is fb
+    batches = SampledBatches(TensorDataset(x, y), s, batch_size=8)
+    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.5), callbacks=[batches, fb],
+                progress=False)
+    t.fit(batches, epochs=1)
+    with torch.no_grad():
+        l1 = nn.functional.cross_entropy(model(x), y, reduction="none")
+    # l <- beta l + (1 - beta) loss, from l = 1
+    torch.testing.assert_close(s.losses, 0.5 + 0.5 * l1, rtol=0, atol=1e-12)
+    t.fit(batches, epochs=1)
+    with torch.no_grad():
+        l2 = nn.functional.cross_entropy(model(x), y, reduction="none")
+    torch.testing.assert_close(s.losses, 0.5 * (0.5 + 0.5 * l1) + 0.5 * l2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(s.probabilities().double(), s.losses / s.losses.sum(), rtol=1e-6, atol=0)
+    assert model.training  # the evaluation pass restores the mode
+    # every 2 epochs: the first epoch end leaves the losses alone
+    s2 = LossProportionalSampler(40)
+    m2 = nn.Linear(3, 2).double()
+    t2 = Trainer(m2, torch.optim.SGD(m2.parameters(), lr=0.1),
+                 callbacks=[LossFeedback(s2, TensorDataset(x, y), every=2)], progress=False)
+    t2.fit((x, y), epochs=1)
+    assert torch.equal(s2.losses, torch.ones(40, dtype=torch.float64))
+    t2.fit((x, y), epochs=1)
+    assert not torch.equal(s2.losses, torch.ones(40, dtype=torch.float64))
+
+
+def test_loss_feedback_errors():
+    from descend.data.samplers import LossFeedback
+    from descend.train import Trainer
+    with pytest.raises(TypeError, match="`sampler` must be a sampler with an update"):
+        LossFeedback(ShuffleSampler(4))
+    with pytest.raises(ValueError, match="`every` must be"):
+        LossFeedback(every=0)
+    x, y = _xy()
+    model = nn.Linear(3, 2).double()
+    t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[LossFeedback()],
+                progress=False)
+    with pytest.raises(ValueError, match="loss_feedback needs both"):
+        t.fit((x, y), epochs=1)

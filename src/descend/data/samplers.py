@@ -5,6 +5,7 @@ seeded ``torch.utils.data`` samplers for ``DataLoader(sampler=...)``.
 * :class:`ClassInterleavedSampler`: successive examples (almost) never share a class.
 * :class:`LossProportionalSampler`: present high-error examples more often,
   ``P(i) = (1 - mix) l_i / sum_j l_j + mix / n`` from recent per-example losses.
+  :class:`LossFeedback` (the ``loss_feedback`` callback) feeds it the losses during a fit.
 * :class:`BootstrapSampler`: ``n`` draws with replacement (bagging).
 * :class:`GrowingBatchSampler` and :func:`growing_batch_size`: start with small
   minibatches and grow them as training proceeds (notes 003).
@@ -24,6 +25,7 @@ from torch.utils.data import Sampler
 
 from descend._registry import Registry
 from descend._validation import check_bool, check_int, check_range, fail
+from descend.train.callbacks import CALLBACKS, Callback
 
 SAMPLERS = Registry("sampler")
 
@@ -190,6 +192,170 @@ class LossProportionalSampler(_Epochs, Sampler[int]):
         return self.num_samples
 
 
+def per_example_loss(loss_fn: Callable, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` losses of ``loss_fn``: with ``reduction="none"`` when the loss module has a
+    ``reduction`` attribute (torch's losses and :mod:`descend.losses`), else one call per
+    example.
+
+    Example:
+        >>> out, y = torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 0])
+        >>> per_example_loss(torch.nn.CrossEntropyLoss(), out, y).round(decimals=4)
+        tensor([0.1269, 2.1269])
+    """
+    if isinstance(getattr(loss_fn, "reduction", None), str):
+        import copy
+        fn = copy.copy(loss_fn)
+        fn.reduction = "none"
+        out = fn(outputs, targets)
+        return out.reshape(out.shape[0], -1).mean(1) if out.dim() > 1 else out
+    return torch.stack([loss_fn(outputs[i:i + 1], targets[i:i + 1]).reshape(()) for i in
+                        range(outputs.shape[0])])
+
+
+@CALLBACKS.register("loss_feedback")
+class LossFeedback(Callback):
+    """Feed a :class:`LossProportionalSampler` the per-example training losses during a fit.
+
+    Every ``every`` epochs (at the epoch's end, so the next epoch's draws use them) the
+    model is evaluated on the whole training set in ``eval()`` mode without gradients,
+    and ``sampler.update(range(n), l)`` folds the losses ``l_i = loss(f(x_i), y_i)`` in.
+    Before the first update the sampler draws uniformly. Cost: one evaluation pass over
+    the training set per update.
+
+    Args:
+        sampler: the :class:`LossProportionalSampler` (or anything with ``update``).
+            ``descend compare`` / ``descend train`` bind it to a recipe's ``data.sampler``
+            when left None.
+        data: the training ``TensorDataset`` or ``(x, y)`` the sampler indexes (bound by
+            the recipe runner when None).
+        every: update every ``every`` epochs (default 1).
+        batch_size: evaluation batch size (default 1024).
+
+    Example:
+        >>> x = torch.randn(32, 2); y = (x[:, 0] > 0).long()
+        >>> s = LossProportionalSampler(32, mix=0.0)
+        >>> from descend.train import Trainer
+        >>> model = torch.nn.Linear(2, 2)
+        >>> loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), sampler=s,
+        ...                                      batch_size=8)
+        >>> t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1),
+        ...             callbacks=[LossFeedback(s, (x, y))], progress=False)
+        >>> _ = t.fit(loader, epochs=1)
+        >>> bool((s.losses != 1).any())
+        True
+
+    Reference: LeCun, Bottou, Orr, Mueller, "Efficient BackProp" (1998), section 4.2
+    (present examples that produce a large error more often).
+    """
+
+    def __init__(self, sampler=None, data=None, every: int = 1, batch_size: int = 1024):
+        if sampler is not None and not callable(getattr(sampler, "update", None)):
+            fail("sampler", "a sampler with an update(indices, losses) method", type(sampler).__name__,
+                 TypeError)
+        self.sampler = sampler
+        self.data = data
+        self.every = check_int("every", every, ge=1)
+        self.batch_size = check_int("batch_size", batch_size, ge=1)
+
+    def bind(self, sampler, data) -> "LossFeedback":
+        """Set the sampler and the data where they were left None; return self."""
+        self.sampler = self.sampler if self.sampler is not None else sampler
+        self.data = self.data if self.data is not None else data
+        return self
+
+    def _tensors(self):
+        d = self.data
+        if isinstance(d, torch.utils.data.TensorDataset):
+            return d.tensors[0], d.tensors[1]
+        if isinstance(d, (tuple, list)) and len(d) == 2:
+            return d[0], d[1]
+        fail("data", "a TensorDataset or an (x, y) pair of tensors", type(d).__name__, TypeError)
+
+    def on_fit_begin(self, trainer) -> None:
+        if self.sampler is None or self.data is None:
+            fail("sampler", "a sampler and its training data (loss_feedback needs both; a recipe "
+                 "binds them with data.sampler: {name: loss_proportional})",
+                 f"sampler={self.sampler!r}, data={type(self.data).__name__}")
+
+    @torch.no_grad()
+    def on_epoch_end(self, trainer, logs) -> None:
+        if trainer.epoch % self.every:
+            return
+        x, y = self._tensors()
+        model = trainer.model
+        was = model.training
+        model.eval()
+        try:
+            dev = trainer.device
+            out = [per_example_loss(trainer.loss_fn, model(x[i:i + self.batch_size].to(dev)),
+                                    y[i:i + self.batch_size].to(dev))
+                   for i in range(0, x.shape[0], self.batch_size)]
+        finally:
+            model.train(was)
+        losses = torch.cat(out).clamp_min(0)
+        if bool(torch.isfinite(losses).all()):  # a diverged model leaves the old losses
+            self.sampler.update(torch.arange(x.shape[0]), losses)
+
+
+class SampledBatches(Callback):
+    """Minibatches of a ``TensorDataset`` in the order a sampler draws: data a Trainer fits on.
+
+    ``iter()`` draws one epoch from ``sampler`` (indices, or lists of indices from a batch
+    sampler such as :class:`GrowingBatchSampler`) and yields ``(x[idx], y[idx])`` slices,
+    ``batch_size`` indices at a time (an int, or ``epoch -> int``). As a callback of the same
+    Trainer it sets the sampler's epoch (``set_epoch(trainer.epoch)``) and the batch size
+    at each epoch start, so the order depends only on the seed and the epoch (and a
+    resumed fit sees the same batches). Indexing the tensors directly avoids the
+    per-example collate of a ``DataLoader``.
+
+    Args:
+        dataset: a ``TensorDataset`` of ``(x, y)``. sampler: a sampler over ``range(len(dataset))``.
+        batch_size: int or ``epoch -> int`` (ignored for a batch sampler; default 64).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = TensorDataset(torch.arange(6.0)[:, None], torch.arange(6))
+        >>> [y.tolist() for _, y in SampledBatches(ds, BootstrapSampler(6, seed=0), 4)]
+        [[2, 3, 5, 0], [1, 3]]
+    """
+
+    def __init__(self, dataset, sampler, batch_size=64):
+        tensors = getattr(dataset, "tensors", None)
+        if tensors is None or len(tensors) != 2:
+            fail("dataset", "a TensorDataset of (inputs, targets)", type(dataset).__name__, TypeError)
+        if not hasattr(sampler, "__iter__"):
+            fail("sampler", "a torch.utils.data Sampler", type(sampler).__name__, TypeError)
+        if not callable(batch_size):
+            check_int("batch_size", batch_size, ge=1)
+        self.x, self.y = tensors
+        self.sampler, self.batch_size = sampler, batch_size
+        self._epoch = 0
+
+    def on_epoch_begin(self, trainer) -> None:
+        self._epoch = trainer.epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(trainer.epoch)
+
+    def _batch_size(self) -> int:
+        bs = self.batch_size(self._epoch) if callable(self.batch_size) else self.batch_size
+        return check_int("batch_size", int(round(float(bs))), ge=1)
+
+    def __iter__(self):
+        drawn = list(self.sampler)
+        if drawn and isinstance(drawn[0], (list, tuple)):  # a batch sampler
+            batches = [torch.as_tensor(b, dtype=torch.long) for b in drawn]
+        else:
+            order, bs = torch.as_tensor(drawn, dtype=torch.long), self._batch_size()
+            batches = list(order.split(bs)) if order.numel() else []
+        for idx in batches:
+            yield self.x[idx], self.y[idx]
+
+    def __len__(self) -> int:
+        if isinstance(self.sampler, GrowingBatchSampler):
+            return len(self.sampler)
+        return math.ceil(len(self.sampler) / self._batch_size())
+
+
 def bootstrap_indices(n: int, num_samples: int | None = None, seed: int = 0) -> torch.Tensor:
     """``num_samples`` (default ``n``) indices drawn uniformly with replacement from ``range(n)``.
 
@@ -314,4 +480,5 @@ class GrowingBatchSampler(_Epochs, Sampler[list]):
 __all__ = [
     "SAMPLERS", "ShuffleSampler", "ClassInterleavedSampler", "LossProportionalSampler",
     "BootstrapSampler", "bootstrap_indices", "GrowingBatchSampler", "growing_batch_size",
+    "LossFeedback", "SampledBatches", "per_example_loss",
 ]
