@@ -58,7 +58,17 @@ def test_compare_end_to_end(tmp_path, capsys):
     assert sgd[0]["steps"]["loss"] != sgd[1]["steps"]["loss"]
     html = (run / "report.html").read_text()
     imgs = re.findall(r'<img src="([^"]+)"', html)
-    assert len(imgs) == 6 and "loss_vs_steps.png" in imgs and "lr_vs_steps.png" in imgs
+    assert len(imgs) == 7 and "loss_vs_steps.png" in imgs and "lr_vs_steps.png" in imgs
+    assert "grad_norm_per_layer.png" in imgs and "<h2>Monitors</h2>" in html and "dead 1.1" in html
+    # the default monitors: one file per run, named in results.json, not inlined
+    for v in res["variants"]:
+        for x in v["runs"]:
+            assert "monitors" not in x
+            assert x["monitors_file"] == f"monitors/{v['name']}-seed{x['seed']}.json"
+            tables = json.loads((run / x["monitors_file"]).read_text())
+            assert tables["grad_norm"]["step"] == [0, 20]  # every 20 of the 22 steps
+            assert {"grad_norm/1.0.weight", "grad_norm/2.weight"} <= set(tables["grad_norm"])
+            assert set(tables["activations"]) == {"step", "mean/1.1", "std/1.1", "dead/1.1"}
     for f in imgs:
         assert (run / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<script" not in html and "http" not in html
@@ -103,6 +113,31 @@ def test_constructor_errors_name_the_field(tmp_path, capsys, section, expected):
     assert not (tmp_path / "runs" / "t").exists()
 
 
+def test_compare_then_doctor_finds_the_monitors(tmp_path, capsys):
+    from descend.analysis.doctor import load_histories
+    # a sigmoid MLP with large initial weights: saturated units, only a monitor can see them
+    sat = {**TINY, "seeds": [0], "variants": [{"name": "sgd"}], "init": {"name": "normal", "std": 3.0},
+           "model": {"name": "mlp", "hidden": [32], "activation": "sigmoid"}, "monitors": 5}
+    out = tmp_path / "runs"
+    assert main(["compare", write(tmp_path, sat), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    hist = load_histories(out / "t")
+    assert list(hist) == ["sgd (seed 0)"]
+    assert set(hist["sgd (seed 0)"]["monitors"]) == {"grad_norm", "activations"}
+    assert main(["doctor", str(out / "t")]) == 0
+    report = capsys.readouterr().out
+    assert "[sgd (seed 0)] Saturated units" in report, report
+    html = (out / "t" / "report.html").read_text()
+    assert "saturated 1.1" in html
+    # --no-monitors: no files, no monitor section; the doctor still reads the run
+    assert main(["compare", write(tmp_path, sat), "--out", str(out), "--quiet", "--no-monitors"]) == 0
+    run = out / "t-2"
+    assert not (run / "monitors").exists() and "<h2>Monitors</h2>" not in (run / "report.html").read_text()
+    assert "monitors_file" not in json.loads((run / "results.json").read_text())["variants"][0]["runs"][0]
+    assert load_histories(run)["sgd (seed 0)"]["monitors"] == {}
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["monitors"] is False
+
+
 def test_train_one_variant(tmp_path, capsys):
     r = write(tmp_path, TINY)
     assert main(["train", r, "--variant", "adam", "--seed", "4", "--out", str(tmp_path / "runs")]) == 0
@@ -114,7 +149,13 @@ def test_train_one_variant(tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * 11 and float(rows[0]["lr"]) == 0.01
     assert (run / "model.safetensors").stat().st_size > 0
+    tables = json.loads((run / "monitors.json").read_text())
+    assert tables["grad_norm"]["step"] == [0, 20] and "dead/1.1" in tables["activations"]
     assert "epoch 2" in capsys.readouterr().out
+    from descend.analysis.doctor import load_histories
+    assert set(load_histories(run)["adam"]["monitors"]) == {"grad_norm", "activations"}
+    assert main(["train", r, "--no-monitors", "--out", str(tmp_path / "runs"), "--quiet"]) == 0
+    assert not (tmp_path / "runs" / "t-sgd" / "monitors.json").exists()
     assert main(["train", r, "--variant", "nope", "--out", str(tmp_path / "runs")]) == 2
     assert "--variant: `variant` must be one of 'sgd', 'adam'. Received: variant='nope'" in capsys.readouterr().err
 
@@ -136,7 +177,8 @@ def test_help_is_complete(argv, capsys):
     if argv == ["--help"]:
         assert "compare" in out and "train" in out
     else:
-        for flag in ("--out", "--device", "--epochs", "--quiet", "--overwrite", "--threads", "RECIPE"):
+        for flag in ("--out", "--device", "--epochs", "--quiet", "--overwrite", "--threads",
+                     "--no-monitors", "RECIPE"):
             assert flag in out
         assert ("--seeds" in out) == (argv[0] == "compare")
         assert ("--variant" in out) == (argv[0] == "train")

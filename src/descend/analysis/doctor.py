@@ -269,7 +269,10 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
     Reads ``results.json`` as written by ``descend train`` (``{"result": {"steps",
     "epochs"}}``) or ``descend compare`` (``{"variants": [{"name", "runs": [...]}]}``);
     otherwise ``steps.csv`` / ``epochs.csv``. A ``monitors.json`` next to them
-    (``{"<monitor>": {"step": [...], ...}}``) is attached to every history.
+    (``{"<monitor>": {"step": [...], ...}}``) is attached to every history; a run of
+    ``descend compare`` names its own file (``"monitors_file":
+    "monitors/<variant>-seed<seed>.json"``, relative to ``run_dir``) or carries its tables
+    inline (``"monitors"``).
     """
     root = Path(run_dir)
     if not root.is_dir():
@@ -288,9 +291,13 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
         elif isinstance(data, dict) and "variants" in data:
             for v in data["variants"]:
                 for r in v.get("runs", []):
+                    run_mon = r.get("monitors") or {}
+                    rel = r.get("monitors_file")
+                    if not run_mon and isinstance(rel, str) and (root / rel).is_file():
+                        run_mon = json.loads((root / rel).read_text())
                     out[f"{v['name']} (seed {r.get('seed')})"] = {
                         "steps": r.get("steps", {}), "epochs": r.get("epochs", {}),
-                        "monitors": r.get("monitors", {})}
+                        "monitors": run_mon}
         elif isinstance(data, dict) and ("steps" in data or "epochs" in data):
             out[root.name] = {"steps": data.get("steps", {}), "epochs": data.get("epochs", {}),
                               "monitors": data.get("monitors", monitors)}

@@ -13,6 +13,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -42,6 +43,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace DIR/<name> if it exists (after the new run completes) instead "
                         "of writing DIR/<name>-2")
+    p.add_argument("--no-monitors", action="store_true",
+                   help="attach no monitors (the recipe's `monitors: false`); by default the "
+                        "per-layer gradient norms and the dead/saturated unit fractions are "
+                        "sampled every 20 steps and written for the report and `descend doctor`")
 
 
 def register(subparsers) -> None:
@@ -51,7 +56,10 @@ def register(subparsers) -> None:
         description="Train every variant of RECIPE (variants x grid) for each seed on the same "
                     "data split, then write DIR/<name>/results.json (curves and summary), PNG "
                     "plots (loss and accuracy vs steps and vs seconds, learning rate, gradient "
-                    "norm), report.html embedding them, and print the summary table (final and "
+                    "norm, per-layer gradient norm), monitors/<variant>-seed<seed>.json (what the "
+                    "monitors sampled: per-layer gradient norms, dead and saturated units; read "
+                    "by `descend doctor DIR/<name>`), report.html embedding them with a table of "
+                    "dead/saturated unit fractions, and print the summary table (final and "
                     "best accuracy, mean ± std over seeds; steps and seconds to the target "
                     "accuracy). With no RECIPE: the bundled default, an MLP on the bundled 8x8 "
                     "digits with SGD, momentum, Nesterov, AdaGrad, RMSProp and Adam, 3 seeds.")
@@ -64,8 +72,9 @@ def register(subparsers) -> None:
         "train", help="train one variant of a recipe with one seed",
         description="Train one variant of RECIPE with one seed, print one line per epoch, and "
                     "write DIR/<name>-<variant>/: steps.csv and epochs.csv (per-step loss, lr, "
-                    "momentum, gradient norm; per-epoch metrics), results.json, the trained "
-                    "weights (model.safetensors) and, with --tensorboard, TensorBoard events.")
+                    "momentum, gradient norm; per-epoch metrics), results.json, monitors.json "
+                    "(the monitors' tables, read by `descend doctor`), the trained weights "
+                    "(model.safetensors) and, with --tensorboard, TensorBoard events.")
     _common(p)
     p.add_argument("--variant", default=None, metavar="NAME",
                    help="which variant (default: the first); names are listed on error")
@@ -136,6 +145,8 @@ def _overrides(args) -> dict[str, Any]:
         o["epochs"] = args.epochs
     if getattr(args, "seeds", None):
         o["seeds"] = list(args.seeds)
+    if getattr(args, "no_monitors", False):
+        o["monitors"] = False
     return o
 
 
@@ -179,8 +190,13 @@ def _fail(msg: str) -> int:
 # --------------------------------------------------------------------------- compare
 def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = None,
             epochs: int | None = None, seeds: list[int] | None = None, quiet: bool = False,
-            overwrite: bool = False, progress: bool | None = None) -> tuple[Path, dict[str, Any]]:
+            overwrite: bool = False, progress: bool | None = None,
+            monitors: bool | None = None) -> tuple[Path, dict[str, Any]]:
     """Run a comparison and write its folder; return ``(folder, results)``.
+
+    ``monitors=False`` turns the recipe's monitors off (``--no-monitors``); each run's
+    monitor tables go to ``monitors/<variant>-seed<seed>.json`` (named in results.json as
+    the run's ``monitors_file``), not into results.json.
 
     Example (a tiny run, a few seconds)::
 
@@ -193,6 +209,8 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
         overrides["epochs"] = epochs
     if seeds:
         overrides["seeds"] = list(seeds)
+    if monitors is False:
+        overrides["monitors"] = False
     r = recipes.load(recipe, overrides=overrides)
     dev_name = device or r.device
     try:
@@ -234,18 +252,42 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
                "variants": variants}
     recipe_text = yaml.safe_dump(_recipe_dict(r), sort_keys=False)
     with _Staging(final) as tmp:
+        written = plots.write_plots(variants, str(tmp))
+        mon_plots, mon_table = _write_monitors(tmp, variants)
         _write_json(tmp / "results.json", results)
         (tmp / "recipe.yaml").write_text(recipe_text)
-        written = plots.write_plots(variants, str(tmp))
         report.write_html(str(tmp / "report.html"), title=f"descend compare: {r.name}",
                           description=r.description, summary=summary, plots=written,
-                          meta=_meta(dev, elapsed), recipe_text=recipe_text, target=target)
+                          meta=_meta(dev, elapsed), recipe_text=recipe_text, target=target,
+                          monitor_table=mon_table, monitor_plots=mon_plots)
+        written += mon_plots
     say("")
     say(report.text_table(summary, target))
     say("")
     print(f"wrote {final}/report.html, results.json and {len(written)} plots "
           f"({elapsed:.1f}s)" if not quiet else str(final))
     return final, results
+
+
+def _write_monitors(folder: Path, variants: list[dict[str, Any]]):
+    """Move each run's monitor tables to ``folder/monitors/<variant>-seed<seed>.json`` (named
+    by the run's ``monitors_file``); return the monitor plots and the report's monitor table."""
+    from descend.experiments import plots, report
+    mon_plots = plots.write_monitor_plots(variants, str(folder))
+    mon_table = report.monitor_rows(variants)
+    for v in variants:  # one file per run, not inside results.json
+        for run_res in v["runs"]:
+            tables = run_res.pop("monitors", None)
+            if tables:
+                rel = f"monitors/{_safe(v['name'])}-seed{run_res['seed']}.json"
+                _write_json(folder / rel, tables)
+                run_res["monitors_file"] = rel
+    return mon_plots, mon_table
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe form of a variant name (other characters become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)
 
 
 def _pct(v) -> str:
@@ -265,7 +307,8 @@ def compare_main(args) -> int:
         return 2
     try:
         compare(args.recipe, out=args.out, device=args.device, epochs=args.epochs,
-                seeds=args.seeds, quiet=args.quiet, overwrite=args.overwrite)
+                seeds=args.seeds, quiet=args.quiet, overwrite=args.overwrite,
+                monitors=False if args.no_monitors else None)
     except RecipeError as e:
         return _fail(str(e))
     return 0
@@ -296,6 +339,11 @@ def train_main(args) -> int:
             dev = ddp.setup(device=dev.type)
         runs = r.runs()
         names = [x.name for x in runs]
+        sampled = [x for x in runs if x.spec.data.kwargs.get("sampler") is not None]
+        if ddp.launched_by_torchrun() and sampled:
+            raise RecipeError(f"{r.source}: data.sampler: a sampler is not supported with data "
+                              "parallel (each process reads its shard in a seeded order). "
+                              f"Received: sampler={sampled[0].spec.data.kwargs['sampler']!r}")
         if args.variant is None:
             run = runs[0]
         elif args.variant in names:
@@ -338,6 +386,9 @@ def train_main(args) -> int:
                 if hasattr(c, "close"):
                     c.close()
             model = res.pop("model")
+            tables = res.pop("monitors", None)
+            if tables:
+                _write_json(tmp / "monitors.json", tables)
             from descend.io import save_weights
             save_weights(tmp / "model.safetensors", model)
             res = runner._clean(res)

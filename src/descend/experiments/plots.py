@@ -4,6 +4,7 @@ Each variant is one colour; the line is the mean over seeds, the band spans the
 minimum and maximum over seeds. Per-step training loss is smoothed with an
 exponential moving average (``s_t = a s_{t-1} + (1 - a) x_t``, ``a = 0.9``, started at
 ``x_0``) so that the curves of different optimizers can be told apart.
+:func:`write_monitor_plots` draws what the monitors recorded (per-layer gradient norms).
 Uses matplotlib's object API with the Agg canvas (no display, no global state).
 """
 
@@ -152,3 +153,57 @@ def write_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tuple[str,
     a1.set_yscale("log")
     save(fig, [a1], "grad_norm_vs_steps.png", "Gradient norm vs steps")
     return written
+
+
+def _monitor_table(run: dict, key: str) -> dict[str, list] | None:
+    return (run.get("monitors") or {}).get(key)
+
+
+def layer_columns(runs: list[dict], key: str, prefix: str) -> list[str]:
+    """Column suffixes ``<layer>`` of ``<prefix><layer>`` in monitor ``key``, in recorded order."""
+    names: list[str] = []
+    for r in runs:
+        for col in _monitor_table(r, key) or {}:
+            if col.startswith(prefix) and col[len(prefix):] not in names:
+                names.append(col[len(prefix):])
+    return names
+
+
+def write_monitor_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tuple[str, str]]:
+    """``grad_norm_per_layer.png``: one panel per variant, one line per weight tensor
+    (mean over seeds, min-max band) of ``grad_norm/<param>`` against the step; nothing
+    when no run recorded per-layer gradient norms. Returns ``[(file, title)]``."""
+    from matplotlib import colormaps
+    panels = []
+    for v in variants:
+        names = layer_columns(v["runs"], "grad_norm", "grad_norm/")
+        weights = [n for n in names if n.endswith("weight")] or names
+        if weights:
+            panels.append((v, weights))
+    if not panels:
+        return []
+    cmap = colormaps["viridis"]
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(5.2 * ncols, 3.6 * nrows), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, (v, weights) in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        tables = [{"monitors": {"t": _monitor_table(r, "grad_norm") or {}}} for r in v["runs"]]
+        rows = [{"steps": t["monitors"]["t"]} for t in tables]
+        x = _x(rows, "steps", "step")
+        for j, name in enumerate(weights):
+            color = cmap(j / max(1, len(weights) - 1) * 0.9)
+            _band(ax, x, _stack(rows, "steps", "grad_norm/" + name), color, name)
+        ax.set_title(v["name"], fontsize=10)
+        ax.set_xlabel("steps")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    title = "Gradient norm per layer vs steps"
+    fig.suptitle(title + " (first layer darkest)")
+    fname = "grad_norm_per_layer.png"
+    fig.savefig(os.path.join(out_dir, fname))
+    return [(fname, title)]

@@ -3,7 +3,12 @@
 A recipe is a mapping (read with ``yaml.safe_load``)::
 
     name: digits-optimizers           # the run folder: runs/<name>
-    data: {name: digits, val_fraction: 0.1}          # descend.data.load(name, **kwargs)
+    data:                                            # descend.data.load(name, **kwargs), then:
+      name: digits
+      val_fraction: 0.1
+      preprocess: [{name: standardize}]              #   descend.data.PREPROCESSORS, fit on train
+      augment: [{name: gaussian_noise, sigma: 0.05}] #   descend.data.AUGMENTATIONS, train batches
+      sampler: {name: class_interleaved}             #   descend.data.SAMPLERS, the example order
     model: {name: mlp, hidden: [128]}                # descend.nn.MODELS
     init: {name: he_normal}                          # descend.init.apply (optional)
     loss: {name: cross_entropy}                      # descend.losses.LOSSES
@@ -13,7 +18,8 @@ A recipe is a mapping (read with ``yaml.safe_load``)::
     epochs: 20
     seeds: [0, 1, 2]
     callbacks: [{name: early_stopping, patience: 5}] # descend.train.CALLBACKS
-    regularizers: [{name: l2, weight_decay: 1e-4}]   # descend.regularize.REGULARIZERS
+    regularizers: [{name: l2_penalty, alpha: 1.0e-4}]  # descend.regularize.REGULARIZERS
+    monitors: true                                   # or false, an interval, or a list
     variants:                                        # each overrides the fields above
       - {name: sgd}
       - {name: adam, optimizer: {name: adam, lr: 0.001}}
@@ -22,7 +28,19 @@ A recipe is a mapping (read with ``yaml.safe_load``)::
 Every component is ``{name: ..., <keyword arguments>}`` resolved through a registry,
 so a new optimizer, schedule, callback or regularizer needs no change here. Errors
 name the field path and the value (``variants[2].optimizer.lr: `lr` must be >= 0.
-Received: lr=-1``): unknown keys, wrong types, bad values and missing files.
+Received: lr=-1``): unknown keys, wrong types, bad values and missing files. YAML 1.1
+(PyYAML) reads ``1e-4`` as a string: write ``1.0e-4`` (the error says so).
+
+``data`` takes three keys besides those of the dataset: ``preprocess`` (a preprocessor
+or a list, fitted on the training split and applied to every split), ``augment`` (a list
+of augmentations applied to every training batch, seeded with the run's seed) and
+``sampler`` (the order of the training examples, seeded with the run's seed;
+``loss_proportional`` is fed the per-example losses each epoch by the ``loss_feedback``
+callback, added for it). ``monitors``: ``true`` (default) attaches
+:func:`descend.train.monitors.light_monitors` (per-layer gradient norms, activation
+statistics, dead and saturated units, every 20 steps), an integer sets that interval,
+``false`` attaches none, and a list of components (``[{name: update_ratio_monitor,
+interval: 5}]``) attaches exactly those.
 """
 
 from __future__ import annotations
@@ -81,8 +99,10 @@ class RunSpec(BaseModel):
     regularizers: list[Component] = Field(default_factory=list)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
     grad_norm: bool = True
+    monitors: Any = True  # true / false / an interval / a list of components: check_static
 
 
+DATA_PIPELINE_KEYS = ("preprocess", "augment", "sampler")
 RUN_KEYS = set(RunSpec.model_fields) - {"name"}
 TOP_KEYS = {"name", "description", "device", "variants", "grid"} | RUN_KEYS
 
@@ -174,6 +194,14 @@ class Run:
         if isinstance(bs, bool) or not isinstance(bs, (int, dict)) or (isinstance(bs, int) and bs < 1):
             raise self.error(["batch_size"], "`batch_size` must be an integer >= 1 or a schedule "
                              f"mapping. Received: batch_size={bs!r}")
+        mon = self.spec.monitors
+        ok = isinstance(mon, bool) or (isinstance(mon, int) and mon >= 1) or (
+            isinstance(mon, list) and all(isinstance(m, dict) and isinstance(m.get("name"), str)
+                                          for m in mon))
+        if not ok:
+            raise self.error(["monitors"], "`monitors` must be true, false, an interval >= 1 or a "
+                             "list of {name: ..., ...} monitors (descend.train.CALLBACKS). "
+                             f"Received: monitors={mon!r}")
         root = self.spec.data.kwargs.get("root")
         if root is not None:
             if not isinstance(root, str):

@@ -71,10 +71,68 @@ pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 """
 
 
+def _median(values: list, late: bool = True) -> float | None:
+    """Median of the finite values (``late``: of the second half, as the doctor reads them)."""
+    import math
+    import statistics
+    xs = [float(v) for v in values[len(values) // 2 if late else 0:]
+          if v is not None and math.isfinite(float(v))]
+    return statistics.median(xs) if xs else None
+
+
+def monitor_rows(variants: list[dict[str, Any]]) -> list[list[str]]:
+    """The monitor table: header then one row per variant (empty when nothing was monitored).
+
+    Per layer, the fraction of dead units (ReLU family) or saturated outputs (sigmoid,
+    tanh): median over the second half of the samples, mean over seeds; and the
+    first-layer over last-layer gradient norm ratio (median over samples, mean over
+    seeds; far below 1: vanishing gradients).
+    """
+    from descend.experiments.plots import layer_columns
+
+    def mean(xs):
+        xs = [x for x in xs if x is not None]
+        return sum(xs) / len(xs) if xs else None
+
+    cols: list[tuple[str, str]] = []  # (column prefix, layer)
+    for v in variants:
+        for prefix in ("dead/", "saturated/"):
+            for layer in layer_columns(v["runs"], "activations", prefix):
+                if (prefix, layer) not in cols:
+                    cols.append((prefix, layer))
+    has_grad = any(len([n for n in layer_columns(v["runs"], "grad_norm", "grad_norm/")
+                        if n.endswith("weight")]) >= 2 for v in variants)
+    if not cols and not has_grad:
+        return []
+    head = ["variant"] + [f"{'dead' if p == 'dead/' else 'saturated'} {layer}" for p, layer in cols]
+    if has_grad:
+        head.append("grad norm first/last layer")
+    rows = [head]
+    for v in variants:
+        row = [v["name"]]
+        for prefix, layer in cols:
+            m = mean([_median(((r.get("monitors") or {}).get("activations") or {}).get(prefix + layer, []))
+                      for r in v["runs"]])
+            row.append("-" if m is None else f"{100 * m:.1f}%")
+        if has_grad:
+            ratios = []
+            for r in v["runs"]:
+                g = (r.get("monitors") or {}).get("grad_norm") or {}
+                names = [k for k in g if k.startswith("grad_norm/") and k.endswith("weight")]
+                if len(names) >= 2:
+                    first, last = _median(g[names[0]], False), _median(g[names[-1]], False)
+                    ratios.append(first / last if first is not None and last else None)
+            m = mean(ratios)
+            row.append("-" if m is None else f"{m:.3g}")
+        rows.append(row)
+    return rows
+
+
 def write_html(path: str, *, title: str, description: str, summary: list[dict[str, Any]],
                plots: list[tuple[str, str]], meta: dict[str, Any], recipe_text: str,
-               target: float | None = None) -> None:
-    """Write ``report.html``: meta line, summary table, the plots, and the recipe."""
+               target: float | None = None, monitor_table: list[list[str]] | None = None,
+               monitor_plots: list[tuple[str, str]] | None = None) -> None:
+    """Write ``report.html``: meta line, summary table, the plots, the monitors, and the recipe."""
     e = html.escape
     rows = table_rows(summary)
     head = "".join(f"<th>{e(c)}</th>" for c in rows[0])
@@ -87,6 +145,22 @@ def write_html(path: str, *, title: str, description: str, summary: list[dict[st
     figs = "".join(
         f'<figure><img src="{e(f)}" alt="{e(t)}"><figcaption>{e(t)}</figcaption></figure>'
         for f, t in plots)
+    mon = ""
+    if monitor_table or monitor_plots:
+        mon = "<h2>Monitors</h2>\n"
+        if monitor_table:
+            mhead = "".join(f"<th>{e(c)}</th>" for c in monitor_table[0])
+            mbody = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
+                            for r in monitor_table[1:])
+            mon += (f"<table><thead><tr>{mhead}</tr></thead><tbody>{mbody}</tbody></table>\n"
+                    '<p class="sub">Dead: fraction of units of a ReLU-family layer whose input is '
+                    "&le; 0 for every example of the batch; saturated: fraction of sigmoid/tanh "
+                    "outputs whose derivative is below 0.1 of its maximum. Median over the second "
+                    "half of the sampled steps, mean over seeds. Gradient norm ratio: first over "
+                    "last weight tensor, median over the samples (far below 1: vanishing). "
+                    "Per-run tables: monitors/*.json; <code>descend doctor</code> reads them.</p>\n")
+        mon += "".join(f'<figure><img src="{e(f)}" alt="{e(t)}"><figcaption>{e(t)}</figcaption></figure>'
+                       for f, t in monitor_plots or [])
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -101,6 +175,7 @@ def write_html(path: str, *, title: str, description: str, summary: list[dict[st
 <h2>Curves</h2>
 <p class="sub">Lines: mean over seeds; bands: min–max over seeds.</p>
 {figs}
+{mon}
 <h2>Recipe</h2>
 <pre>{e(recipe_text)}</pre>
 </body></html>

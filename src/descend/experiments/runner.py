@@ -6,6 +6,12 @@ through their registries, train with :class:`descend.train.Trainer` (shuffling s
 with the same seed), evaluate on the test split. The data split depends only on
 ``split_seed``, so every variant and seed sees the same train / validation / test sets.
 
+``data.preprocess`` is fitted on the training split and applied to every split (cached
+with the data); ``data.augment`` becomes an ``augment`` callback and ``data.sampler`` the
+order of the training batches (:class:`descend.data.samplers.SampledBatches`), both
+seeded with the run's seed. ``monitors`` (default: gradient norms and activation
+statistics every 20 steps) are attached last; their tables come back in ``monitors``.
+
 Summary per variant (over seeds, mean and sample standard deviation, ``ddof=1``):
 final and best validation accuracy, final test accuracy, and the steps and seconds to
 reach ``target_accuracy`` on the validation set (checked at the end of each epoch;
@@ -16,13 +22,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-from descend.experiments.recipe import RecipeError, Run, field_of
+from descend.experiments.recipe import DATA_PIPELINE_KEYS, Component, RecipeError, Run, field_of
 
 
 @dataclass
@@ -33,6 +40,7 @@ class Built:
     optimizer: torch.optim.Optimizer
     trainer: Any
     data: Any
+    train: Any = None  # what the fit trains on: data.train, or batches in a sampler's order
 
 
 def _guard(run: Run, parts: list[Any], section: dict[str, Any], fn: Callable[[], Any]) -> Any:
@@ -44,21 +52,74 @@ def _guard(run: Run, parts: list[Any], section: dict[str, Any], fn: Callable[[],
     except (ValueError, TypeError, KeyError, OSError, ImportError, AttributeError) as e:
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         field = field_of(msg, section)
+        value = section.get(field) if field else None
+        if isinstance(value, str) and _FLOAT_LIKE.match(value.strip()):
+            msg += (f" (YAML reads {value} as a string: write it with a decimal point, "
+                    f"e.g. {float(value):.1e})")
         raise run.error(parts + [field] if field else parts, msg) from None
 
 
+_FLOAT_LIKE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _components(run: Run, parts: list[Any], value: Any, *, many: bool) -> list[tuple[list[Any], str, dict]]:
+    """``[(path, name, kwargs)]`` of a name, a ``{name: ...}`` mapping or (``many``) a list of them."""
+    items = value if many and isinstance(value, list) else [value]
+    out = []
+    for i, item in enumerate(items):
+        path = parts + [i] if many and isinstance(value, list) else parts
+        if isinstance(item, str):
+            out.append((path, item, {}))
+        elif isinstance(item, dict) and isinstance(item.get("name"), str):
+            kw = dict(item)
+            out.append((path, kw.pop("name"), kw))
+        else:
+            what = "a name, a {name: ..., ...} mapping" + (" or a list of them" if many else "")
+            raise run.error(path, f"`{parts[-1]}` must be {what}. Received: {parts[-1]}={item!r}")
+    return out
+
+
 def load_data(run: Run, cache: dict[str, Any]):
-    """The data splits of ``run`` (cached by data spec and split seed)."""
+    """The data splits of ``run``, preprocessed (cached by data spec and split seed)."""
     spec = run.spec
-    kwargs = spec.data.kwargs
-    key = json.dumps([spec.data.as_dict(), spec.split_seed], sort_keys=True, default=str)
+    kwargs = {k: v for k, v in spec.data.kwargs.items() if k not in DATA_PIPELINE_KEYS}
+    section = spec.data.as_dict()
+    key = json.dumps([{k: v for k, v in section.items() if k not in ("augment", "sampler")},
+                      spec.split_seed], sort_keys=True, default=str)
     if key not in cache:
         if "root" in kwargs and kwargs["root"] is not None:
             kwargs["root"] = str(run.resolve(kwargs["root"]))
         import descend.data as data
-        cache[key] = _guard(run, ["data"], spec.data.as_dict(),
-                            lambda: data.load(spec.data.name, seed=spec.split_seed, **kwargs))
+        splits = _guard(run, ["data"], section,
+                        lambda: data.load(spec.data.name, seed=spec.split_seed, **kwargs))
+        pre = spec.data.kwargs.get("preprocess")
+        if pre is not None:
+            from descend.data.preprocess import PREPROCESSORS, fit_splits
+            for path, name, kw in _components(run, ["data", "preprocess"], pre, many=True):
+                splits = _guard(run, path, kw, lambda name=name, kw=kw, splits=splits: fit_splits(
+                    PREPROCESSORS.create(name, **kw), splits))
+        cache[key] = splits
     return cache[key]
+
+
+def _sampler(run: Run, seed: int, train, batch_size):
+    """``SampledBatches`` over ``train`` in the order of ``data.sampler``, seeded with ``seed``."""
+    import inspect
+
+    from descend.data.samplers import SAMPLERS, SampledBatches
+    (path, name, kw), = _components(run, ["data", "sampler"], run.spec.data.kwargs["sampler"], many=False)
+
+    def make():
+        cls = SAMPLERS.get(name)
+        first = next(iter(inspect.signature(cls).parameters))
+        source = {"n": len(train), "labels": train.tensors[1], "sampler": len(train)}.get(first)
+        if source is None:  # pragma: no cover - a sampler with another first argument
+            raise TypeError(f"sampler {name!r} takes {first!r} first; a recipe can build samplers "
+                            f"that take n, labels or sampler. Received: {first}")
+        if name == "growing_batch" and isinstance(run.spec.batch_size, int):
+            kw.setdefault("start", run.spec.batch_size)
+        return SampledBatches(train, cls(source, **{"seed": seed, **kw}), batch_size)
+    return _guard(run, path, kw, make)
 
 
 def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
@@ -87,6 +148,12 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
                  lambda: optim.create(spec.optimizer.name, model.parameters(), **spec.optimizer.kwargs))
 
     cbs: list = []
+    aug = spec.data.kwargs.get("augment")
+    if aug is not None:
+        def make_aug():
+            from descend.data.augment import Augment
+            return Augment(aug if isinstance(aug, list) else [aug], seed=seed)
+        cbs.append(_guard(run, ["data", "augment"], {}, make_aug))
     scheds: dict[str, Any] = {}
     for key, s in spec.schedule.items():
         section = s if isinstance(s, dict) else {}
@@ -117,11 +184,47 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
         cbs.append(_guard(run, ["regularizers", i], r.as_dict(), make))
     cbs.extend(callbacks or [])
 
+    train = data.train
+    if spec.data.kwargs.get("sampler") is not None:
+        train = _sampler(run, seed, data.train, batch_size)
+        cbs.insert(0, train)  # sets the sampler's epoch before the epoch's batches are drawn
+        from descend.data.samplers import LossFeedback
+        feedback = [c for c in cbs if isinstance(c, LossFeedback)]
+        for c in feedback:
+            c.bind(train.sampler, data.train)
+        if not feedback and callable(getattr(train.sampler, "update", None)):
+            cbs.append(LossFeedback(train.sampler, data.train))
+    cbs.extend(monitors(run, cbs))
+
     trainer = _guard(run, [], {"batch_size": 1, "metrics": 1, "eval_batch_size": 1}, lambda: Trainer(
         model, opt, loss_fn=loss_fn, schedulers=schedulers, callbacks=cbs, metrics=tuple(spec.metrics),
         batch_size=batch_size, eval_batch_size=spec.eval_batch_size, device=device, seed=seed,
         progress=progress, grad_norm=spec.grad_norm))
-    return Built(model=model, optimizer=opt, trainer=trainer, data=data)
+    return Built(model=model, optimizer=opt, trainer=trainer, data=data, train=train)
+
+
+def monitors(run: Run, existing: list | None = None) -> list:
+    """The monitors ``run.spec.monitors`` asks for, less those of a type already in ``existing``.
+
+    ``true``: :func:`descend.train.monitors.light_monitors` every 20 steps; an integer: the
+    same every that many steps; ``false``: none; a list: those components of ``CALLBACKS``.
+    """
+    from descend.train import CALLBACKS
+    from descend.train.monitors import light_monitors
+    spec = run.spec.monitors
+    if spec is False:
+        return []
+    if spec is True or isinstance(spec, int):
+        made = light_monitors() if spec is True else _guard(
+            run, ["monitors"], {}, lambda: light_monitors(spec))
+    else:
+        made = []
+        for i, m in enumerate(spec):
+            c = Component(**m) if isinstance(m, dict) else m
+            made.append(_guard(run, ["monitors", i], c.as_dict(),
+                               lambda c=c: CALLBACKS.create(c.name, **c.kwargs)))
+    have = {type(c) for c in existing or []}
+    return [m for m in made if type(m) not in have]
 
 
 def check_device(device: str) -> torch.device:
@@ -151,7 +254,7 @@ def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
     """
     built = build(run, seed, device=device, cache=cache, callbacks=callbacks, progress=progress)
     t, data = built.trainer, built.data
-    train = data.train
+    train = built.train
     if prepare is not None:
         train = prepare(built) or train
     val = data.val if len(data.val) else None
@@ -181,6 +284,8 @@ def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
         "epochs_run": t.epoch,
         "steps_run": t.global_step,
     }
+    result["monitors"] = _clean({k: {c: list(v) for c, v in table.items()}
+                                 for k, table in (getattr(hist, "monitors", None) or {}).items()})
     result["model"] = built.model
     return result
 

@@ -116,7 +116,8 @@ def sweep(recipe, *, out: str | os.PathLike = "runs", search: str = "grid", num_
     from ray.tune.schedulers import ASHAScheduler
 
     from descend.experiments import plots, report, runner
-    from descend.experiments.commands import _meta, _recipe_dict, _Staging, _target, _write_json
+    from descend.experiments.commands import (_meta, _recipe_dict, _Staging, _target, _write_json,
+                                              _write_monitors)
     from descend.io import load_yaml
 
     check_choice("search", search, ["grid", "random"])
@@ -207,11 +208,14 @@ def sweep(recipe, *, out: str | os.PathLike = "runs", search: str = "grid", num_
     final = _target(Path(out), f"{r.name}-sweep", overwrite)
     recipe_text = json.dumps(_recipe_dict(r), indent=1)
     with _Staging(final) as tmp:
-        _write_json(tmp / "results.json", results)
         written = plots.write_plots(variants, str(tmp))
+        mon_plots, mon_table = _write_monitors(tmp, variants)
+        _write_json(tmp / "results.json", results)
         report.write_html(str(tmp / "report.html"), title=f"descend sweep: {r.name}",
                           description=r.description, summary=summary, plots=written,
-                          meta=_meta(dev, elapsed), recipe_text=recipe_text, target=target)
+                          meta=_meta(dev, elapsed), recipe_text=recipe_text, target=target,
+                          monitor_table=mon_table, monitor_plots=mon_plots)
+        written += mon_plots
     say("")
     say(report.text_table(summary, target))
     say(f"stopped early: {', '.join(sorted(stopped)) or 'none'}")
