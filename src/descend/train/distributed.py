@@ -94,8 +94,14 @@ def setup(backend: str | None = None, device: str | None = None) -> torch.device
 
 
 def cleanup() -> None:
-    """Leave the process group (no-op outside one)."""
+    """Leave the process group (no-op outside one).
+
+    Every rank first waits at a barrier: a gloo rank that tears its connections down
+    while a peer is still finishing (saving results, say) can abort the peer's
+    process ("terminate called without an active exception").
+    """
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 
