@@ -10,7 +10,8 @@ with the same seed), evaluate on the test split. The data split depends only on
 with the data); ``data.augment`` becomes an ``augment`` callback and ``data.sampler`` the
 order of the training batches (:class:`descend.data.samplers.SampledBatches`), both
 seeded with the run's seed. ``monitors`` (default: gradient norms and activation
-statistics every 20 steps) are attached last; their tables come back in ``monitors``.
+statistics every 20 steps) are attached before the recipe's callbacks; their tables come
+back in ``monitors``.
 
 Summary per variant (over seeds, mean and sample standard deviation, ``ddof=1``):
 final and best validation accuracy, final test accuracy, and the steps and seconds to
@@ -171,6 +172,7 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
         _guard(run, ["batch_size"], {}, lambda: schedules.batch_size_at(bs_sched, 0))
         batch_size = lambda epoch: schedules.batch_size_at(bs_sched, epoch)  # noqa: E731
 
+    first_named = len(cbs)  # the monitors go here, before the recipe's callbacks (below)
     for i, c in enumerate(spec.callbacks):
         cbs.append(_guard(run, ["callbacks", i], c.as_dict(), lambda c=c: CALLBACKS.create(c.name, **c.kwargs)))
     for i, r in enumerate(spec.regularizers):
@@ -194,7 +196,9 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
             c.bind(train.sampler, data.train)
         if not feedback and callable(getattr(train.sampler, "update", None)):
             cbs.append(LossFeedback(train.sampler, data.train))
-    cbs.extend(monitors(run, cbs))
+    # before every callback the recipe or the command names: they see the gradients before
+    # any clipping in on_after_backward, and a checkpoint taken after the step has their rows
+    cbs[first_named:first_named] = monitors(run, cbs)
 
     trainer = _guard(run, [], {"batch_size": 1, "metrics": 1, "eval_batch_size": 1}, lambda: Trainer(
         model, opt, loss_fn=loss_fn, schedulers=schedulers, callbacks=cbs, metrics=tuple(spec.metrics),
