@@ -55,7 +55,8 @@ def _reproduce(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "doctor", help="diagnose a training run (vanishing/exploding gradients, dead units, ...)",
-        description="Read RUN_DIR (results.json, or steps.csv/epochs.csv, and monitors.json) and "
+        description="Read RUN_DIR (a `descend compare` folder: results.json and monitors/*.json; "
+                    "a `descend train` folder: steps.csv/epochs.csv and monitors.json) and "
                     "report divergence, exploding or vanishing gradients, dead or saturated "
                     "units, a too-small learning rate and overfitting, with what to do.")
     p.add_argument("run_dir", metavar="RUN_DIR")
