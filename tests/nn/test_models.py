@@ -76,6 +76,20 @@ def test_recurrent_reads_steps():
     torch.testing.assert_close(img(x), img.head(h[-1]))
 
 
+def test_recurrent_all_steps_readout_is_the_mnist1d_papers_gru():
+    # Greydanus (2020): bidirectional GRU, hidden 6, the 40 x 12 outputs to a linear layer.
+    model = MODELS.create("gru", input_shape=(40,), num_classes=10, hidden_size=6, bidirectional=True,
+                          readout="all")
+    assert model.head.in_features == 40 * 12
+    x = torch.randn(3, 40)
+    out, _ = model.rnn(x.reshape(3, 40, 1))
+    torch.testing.assert_close(model(x), model.head(out.reshape(3, -1)))
+    with pytest.raises(ValueError, match=r"`x` must have 40 steps with readout='all'.*\(3, 30\)"):
+        model(torch.randn(3, 30))
+    with pytest.raises(ValueError, match="`readout` must be one of 'last', 'all'. Received: readout='mean'"):
+        RecurrentClassifier("gru", (40,), 3, readout="mean")
+
+
 @pytest.mark.parametrize("name,kw,exc,msg", [
     ("mlp", {"hidden": [0]}, ValueError, "`hidden` must be a list of positive integers. Received: hidden=[0]"),
     ("mlp", {"hidden": "64"}, TypeError, "`hidden` must be a list of positive integers"),

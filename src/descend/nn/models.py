@@ -294,21 +294,30 @@ def cnn(*, input_shape, num_classes: int, channels=(16, 32), kernel_size: int = 
 
 
 class RecurrentClassifier(nn.Module):
-    """Read a sequence with an RNN / GRU / LSTM and classify its last state.
+    """Read a sequence with an RNN / GRU / LSTM and classify its last state (or all states).
 
     Inputs of shape (N, T) are T steps of one feature (e.g. MNIST-1D's 40 values),
     (N, T, F) are T steps of F features, and images (N, C, H, W) are read row by row
-    (H steps of C*W features). The logits are ``Linear(dropout(h_T))``, with ``h_T`` the
-    last layer's final hidden state (both directions concatenated if bidirectional).
+    (H steps of C*W features). With ``readout="last"`` the logits are
+    ``Linear(dropout(h_T))``, with ``h_T`` the last layer's final hidden state (both
+    directions concatenated if bidirectional); with ``readout="all"`` they are
+    ``Linear(dropout([h_1, ..., h_T]))``, every step's output of the last layer, as the
+    MNIST-1D paper's GRU (Greydanus 2020: bidirectional, hidden 6, all 40 states). The
+    sequence length must then be the one of ``input_shape``.
 
     >>> RecurrentClassifier("gru", (40,), 10)(torch.zeros(3, 40)).shape
     torch.Size([3, 10])
+    >>> RecurrentClassifier("gru", (40,), 10, 6, bidirectional=True, readout="all").head.in_features
+    480
     """
 
     def __init__(self, cell: str, input_shape: Sequence[int], num_classes: int, hidden_size: int = 64,
-                 num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0):
+                 num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
+                 readout: str = "last"):
         super().__init__()
         check_choice("cell", cell, ["rnn", "gru", "lstm"])
+        check_choice("readout", readout, ["last", "all"])
+        self.readout = readout
         shape = _shape(input_shape)
         if len(shape) > 3:
             fail("input_shape", "(T,), (T, F) or (C, H, W)", input_shape)
@@ -322,15 +331,23 @@ class RecurrentClassifier(nn.Module):
         self.rnn = rnn_cls(features, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional,
                            dropout=float(dropout) if num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(float(dropout))
-        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), num_classes)
+        steps = shape[0] if len(shape) < 3 else shape[1]
+        width = hidden_size * (2 if bidirectional else 1)
+        self.head = nn.Linear(width * (steps if readout == "all" else 1), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
+        n, given = x.shape[0], tuple(x.shape)
         if len(self.input_shape) == 1:
             x = x.reshape(n, -1, 1)
         elif len(self.input_shape) == 3:  # rows as steps
             x = x.permute(0, 2, 1, 3).reshape(n, self.input_shape[1], -1)
-        _, h = self.rnn(x)
+        out, h = self.rnn(x)
+        if self.readout == "all":
+            if out.shape[1] * out.shape[2] != self.head.in_features:
+                raise ValueError(f"`x` must have {self.head.in_features // out.shape[2]} steps with "
+                                 f"readout='all' (the length of input_shape). Received: x of shape "
+                                 f"{given}")
+            return self.head(self.dropout(out.reshape(n, -1)))
         if isinstance(h, tuple):  # LSTM: (h, c)
             h = h[0]
         dirs = 2 if self.rnn.bidirectional else 1
@@ -340,13 +357,15 @@ class RecurrentClassifier(nn.Module):
 
 def _recurrent(cell: str):
     def factory(*, input_shape, num_classes: int, hidden_size: int = 64, num_layers: int = 1,
-                bidirectional: bool = False, dropout: float = 0.0, **unknown) -> RecurrentClassifier:
+                bidirectional: bool = False, dropout: float = 0.0, readout: str = "last",
+                **unknown) -> RecurrentClassifier:
         check_no_unknown(cell, unknown)
         check_int("num_classes", num_classes, ge=1)
-        return RecurrentClassifier(cell, input_shape, num_classes, hidden_size, num_layers, bidirectional, dropout)
+        return RecurrentClassifier(cell, input_shape, num_classes, hidden_size, num_layers, bidirectional, dropout,
+                                   readout)
 
     factory.__doc__ = (f"A {cell.upper()} classifier over a sequence (hidden_size=64, num_layers=1, "
-                       "bidirectional=False, dropout=0.0); see RecurrentClassifier.")
+                       "bidirectional=False, dropout=0.0, readout='last' or 'all'); see RecurrentClassifier.")
     return factory
 
 
