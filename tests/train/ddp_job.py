@@ -38,6 +38,7 @@ def model():
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
     writes = []
     real = descend.io.atomic_write
 

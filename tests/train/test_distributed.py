@@ -15,6 +15,7 @@ from descend.train.distributed import (DistributedCallback, is_distributed, larg
                                        shard_loader, world_size, wrap_model)
 
 HERE = Path(__file__).parent
+_GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
 sys.path.insert(0, str(HERE))
 import ddp_job  # noqa: E402
 
@@ -56,9 +57,19 @@ def _single_process_equivalent(world):
 @pytest.mark.slow
 def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path):
     env = dict(os.environ, DESCEND_NO_FSYNC="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(HERE / "ddp_job.py"), str(tmp_path)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+    def launch(out):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(HERE / "ddp_job.py"), str(out)]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+    r = launch(tmp_path)
+    if r.returncode != 0 and _GLOO_TEARDOWN_ABORT in r.stderr:
+        # Seen about once in 50 launches on a 2-core machine starved by other jobs: a gloo
+        # rank aborts in C++ with no Python error. One fresh launch in a fresh folder; any
+        # other failure, or the same one twice, fails the test.
+        tmp_path = tmp_path / "second-launch"
+        r = launch(tmp_path)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     result = torch.load(tmp_path / "result.pt", weights_only=True)
     ref = _single_process_equivalent(world=2)
