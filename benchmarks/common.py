@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -59,6 +60,21 @@ def machine(dev: torch.device) -> dict:
     if dev.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(dev)
     return info
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS does not report it)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def load_line(load: dict) -> str:
+    """A sentence on how loaded the machine was while the benchmark ran."""
+    return (f"Load average (1 min) at start / end: {load['before']} / {load['after']} on "
+            f"{os.cpu_count()} CPUs (other processes share the machine: ratios within one run "
+            "are the figures to read).")
 
 
 def write(out: str, stem: str, payload: dict, markdown: str) -> tuple[Path, Path]:

@@ -2,8 +2,8 @@
 (single-tensor, foreach, fused, torch.compile), on a GPT-2-shaped and a ResNet-50-shaped
 set of parameters, in one run.
 
-Reports ms/step (best of interleaved repeats: the least disturbed by other work on the
-machine), the bytes an ideal one-pass step moves per second (GB/s), that as a % of the
+Reports ms/step (best of interleaved repeats, each in a shuffled order: the least
+disturbed by other work on the machine), the bytes an ideal one-pass step moves per second (GB/s), that as a % of the
 copy bandwidth measured in the same run, and each time over torch's fastest
 implementation of the same algorithm.
 
@@ -14,6 +14,7 @@ implementation of the same algorithm.
 from __future__ import annotations
 
 import gc
+import random
 import sys
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def implementations(algo, dev, compile_torch):
         impls.append(("torch compiled", compiled))
     impls.append(("descend reference", lambda p: D(p, backend="reference", **kw).step))
     probe = D([torch.nn.Parameter(torch.zeros(2, device=dev))], **kw)
-    for backend in ("tiled", "foreach", "fused"):
+    for backend in ("kernel", "tiled", "foreach", "fused"):
         group = dict(probe.param_groups[0], backend=backend)
         if fused.choose(probe.transform, group, probe.param_groups[0]["params"])[0]:
             impls.append((f"descend {backend}", lambda p, b=backend: D(p, backend=b, **kw).step))
@@ -111,8 +112,10 @@ def bench_set(name, shapes, dev, algos, repeats, steps, compile_torch):
             steps_fns.append((label, fn))
         best = {label: float("inf") for label, _ in impls}
         copy_best = float("inf")
-        for _ in range(repeats):  # interleaved: each repeat times every implementation
+        order = random.Random(0)
+        for _ in range(repeats):  # interleaved: each repeat times every implementation,
             copy_best = min(copy_best, common.timeit(lambda: dst.copy_(src), dev, steps))
+            order.shuffle(steps_fns)  # in a new order (no implementation always runs first)
             for label, fn in steps_fns:
                 best[label] = min(best[label], common.timeit(fn, dev, steps))
         bandwidth = 2 * src.numel() * 4 / copy_best / 1e9
@@ -147,18 +150,21 @@ def main(argv=None) -> int:
     repeats = args.repeats or (1 if args.quick else 15)
     steps = 1 if args.quick else 3
     compile_torch = not (args.quick or args.no_compile)
+    load_before = common.load_average()
     rows = []
     for name, shapes in sets.items():
         algos = args.algorithms or ("adam,rmsprop" if args.quick else ",".join(ALGORITHMS))
         rows += bench_set(name, shapes, dev, algos.split(","), repeats, steps,
                           compile_torch)
-    payload = {"device": dev.type, "machine": common.machine(dev),
+    load = {"before": load_before, "after": common.load_average()}
+    payload = {"device": dev.type, "machine": common.machine(dev), "load_average_1min": load,
                "repeats": repeats, "steps_per_repeat": steps, "quick": args.quick, "rows": rows}
     md = (f"# Optimizer step, {dev.type}\n\n{common.machine(dev)}\n\n"
+          f"{common.load_line(load)}\n\n"
           "Copy bandwidth (`dst.copy_(src)` of one fp32 tensor as large as the set) is "
           "measured in the same run, interleaved with the steps. Times are the best of "
-          f"{repeats} interleaved repeats of {steps} steps, fp32. GB/s counts the bytes an "
-          "ideal one-pass step moves (Adam: 28 per parameter). `vs torch` is the time over "
+          f"{repeats} interleaved repeats (each in a shuffled order) of {steps} steps, fp32. "
+          "GB/s counts the bytes an ideal one-pass step moves (Adam: 28 per parameter). `vs torch` is the time over "
           "torch.optim's fastest implementation of the same algorithm (<= 1 is faster or "
           "equal). `descend auto` shows the backend it chose.\n\n")
     md += common.table(rows, [("set", "set", ""), ("algorithm", "algorithm", ""),

@@ -4,13 +4,15 @@ Samples per second of: a hand-written loop (on-device shuffling, zero_grad, forw
 cross-entropy, backward, step), ``Trainer`` with monitors off (no metrics, no gradient
 norm) and ``Trainer`` with its defaults (accuracy and the per-step gradient norm).
 Each repeat runs every variant for the same epochs from the same initial weights,
-interleaved; the best repeat of each is kept. Data is resident on the device.
+interleaved in a shuffled order; the best repeat of each is kept. Data is resident on
+the device.
 
     python benchmarks/trainer_overhead.py --device cpu     # writes results/trainer_overhead_cpu.*
 """
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from pathlib import Path
@@ -76,6 +78,7 @@ def main(argv=None) -> int:
     dev = common.device_of(args.device)
     repeats = args.repeats or (1 if args.quick else 7)
     epochs = 1 if args.quick else 3
+    load_before = common.load_average()
     rows = []
     for width, batch_size in ([(32, 64)] if args.quick else [(256, 128), (1024, 256)]):
         model, x, y = model_and_data(dev, args.quick, width)
@@ -83,8 +86,10 @@ def main(argv=None) -> int:
         make = lambda: model_and_data(dev, args.quick, width)[0]  # noqa: E731
         n_params = sum(q.numel() for q in model.parameters())
         best = {k: 0.0 for k in KINDS}
+        order, kinds = random.Random(0), list(KINDS)
         for _ in range(repeats):
-            for kind in KINDS:
+            order.shuffle(kinds)  # no variant always runs first
+            for kind in kinds:
                 best[kind] = max(best[kind], run_variant(kind, init, make, x, y, batch_size,
                                                          epochs, dev))
         for kind in KINDS:
@@ -92,10 +97,13 @@ def main(argv=None) -> int:
                          "batch_size": batch_size, "variant": kind, "samples_s": best[kind],
                          "vs_hand": best[kind] / best["hand-written loop"]})
         print(", ".join(f"{k}: {v:,.0f}/s" for k, v in best.items()), flush=True)
-    payload = {"device": dev.type, "machine": common.machine(dev), "repeats": repeats,
-               "epochs": epochs, "quick": args.quick, "rows": rows}
+    load = {"before": load_before, "after": common.load_average()}
+    payload = {"device": dev.type, "machine": common.machine(dev), "load_average_1min": load,
+               "repeats": repeats, "epochs": epochs, "quick": args.quick, "rows": rows}
     md = (f"# Trainer overhead, {dev.type}\n\n{common.machine(dev)}\n\n"
-          f"Samples/s (best of {repeats} interleaved repeats of {epochs} epochs, Adam, data "
+          f"{common.load_line(load)}\n\n"
+          f"Samples/s (best of {repeats} interleaved repeats, each in a shuffled order, of "
+          f"{epochs} epochs, Adam, data "
           "on the device). Targets: >= 0.97x the hand-written loop with monitors off, "
           ">= 0.90x with the default monitors (accuracy, gradient norm).\n\n")
     md += common.table(rows, [("model", "model", ""), ("params", "params", ","),

@@ -267,7 +267,10 @@ def test_cuda_fit_matches_classes():
     assert next(t.model.parameters()).is_cuda
 
 
-def test_state_dict_mid_epoch_resumes_exactly():
+@pytest.mark.parametrize("reduce_every", [64, 2])
+def test_state_dict_mid_epoch_resumes_exactly(reduce_every, monkeypatch):
+    import descend.train.trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "_REDUCE_EVERY", reduce_every)
     x, y = blobs(40)
 
     def fresh():
@@ -298,5 +301,54 @@ def test_state_dict_mid_epoch_resumes_exactly():
     assert resumed.global_step == 10
     assert resumed.history.steps["step"] == list(range(1, 11))
     assert resumed.history.steps["loss"] == ref.history.steps["loss"]
+    assert resumed.history.steps["grad_norm"] == ref.history.steps["grad_norm"]
     for p, q in zip(resumed.model.parameters(), ref.model.parameters()):
         assert torch.equal(p, q)
+
+
+def test_per_step_records_reduced_in_chunks_equal_the_per_step_values(monkeypatch):
+    # the global gradient norms are reduced every _REDUCE_EVERY steps and the epoch's sums
+    # at its end: the figures are those of each step, with or without callbacks
+    import descend.train.trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "_REDUCE_EVERY", 2)
+    x, y = blobs(40)
+    x = x.double()
+
+    class Grab(Callback):
+        def __init__(self):
+            self.norms, self.logged = [], []
+
+        def on_after_backward(self, trainer):
+            self.norms.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]).norm().item())
+
+        def on_batch_end(self, trainer, logs):
+            self.logged.append((float(logs["grad_norm"]), float(trainer.last_grad_norm)))
+
+    def run(callbacks):
+        torch.manual_seed(0)
+        m = torch.nn.Linear(2, 2).double()
+        t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.3), batch_size=16,
+                    callbacks=callbacks, progress=False)
+        return t, t.fit((x, y), epochs=3)
+
+    grab = Grab()
+    _, h = run([grab])
+    t, h2 = run([])
+    assert h.steps["grad_norm"] == pytest.approx(grab.norms, rel=1e-12)
+    assert [a for a, _ in grab.logged] == pytest.approx(grab.norms, rel=1e-12)
+    assert [b for _, b in grab.logged] == pytest.approx(grab.norms, rel=1e-12)
+    assert h2.steps == h.steps | {"time": h2.steps["time"]}
+    assert float(t.last_grad_norm) == pytest.approx(grab.norms[-1], rel=1e-12)
+    # train_loss: the batch losses weighted by the batch sizes (16, 16, 8)
+    for e in range(3):
+        losses = h.steps["loss"][3 * e:3 * e + 3]
+        want = (16 * losses[0] + 16 * losses[1] + 8 * losses[2]) / 40
+        assert h.epochs["train_loss"][e] == pytest.approx(want, rel=1e-12)
+    # off: NaN norms, no per-step reduction
+    torch.manual_seed(0)
+    m = torch.nn.Linear(2, 2).double()
+    t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.3), batch_size=16, grad_norm=False,
+                progress=False)
+    h3 = t.fit((x, y), epochs=1)
+    assert all(math.isnan(v) for v in h3.steps["grad_norm"]) and t.last_grad_norm is None
+    assert h3.steps["loss"] == h.steps["loss"][:3]

@@ -31,7 +31,7 @@ from descend._validation import check_bool, check_choice, check_no_unknown, fail
 __all__ = ["Transform", "Chain", "chain", "Optimizer", "step_values", "BACKENDS"]
 
 #: How a chain's update may run (see :mod:`descend.optim.fused`).
-BACKENDS = ("auto", "reference", "tiled", "foreach", "fused")
+BACKENDS = ("auto", "reference", "kernel", "tiled", "foreach", "fused")
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -182,8 +182,8 @@ class Optimizer(torch.optim.Optimizer):
     Args:
         params: parameters or parameter groups (dicts), as for any torch optimizer.
         transform: the transform to run (a single transform is wrapped in a chain).
-        backend: "auto" (default), "reference", "tiled", "foreach" or "fused": how the
-            update runs (:mod:`descend.optim.fused`); also a per-group key. The
+        backend: "auto" (default), "reference", "kernel", "tiled", "foreach" or "fused":
+            how the update runs (:mod:`descend.optim.fused`); also a per-group key. The
             path the last group's step took is ``last_backend``.
         **hyper: default hyperparameters; each must be one the transform reads.
 

@@ -31,6 +31,9 @@ from descend.train.metrics import METRICS, Mean
 
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
+#: Steps of per-tensor gradient norms kept before they are reduced to global norms.
+_REDUCE_EVERY = 64
+
 
 @dataclass
 class History:
@@ -60,6 +63,18 @@ class History:
             if len(col) < n + 1:
                 col.append(math.nan)
 
+    def _extend(self, table: dict[str, list], cols: dict[str, list]) -> None:
+        """Append several rows given as columns of equal length (as ``_append`` per row)."""
+        if not cols:
+            return
+        k = len(next(iter(cols.values())))
+        n = len(next(iter(table.values()))) if table else 0
+        for key, col in cols.items():
+            table.setdefault(key, [math.nan] * n).extend(col)
+        for col in table.values():
+            if len(col) < n + k:
+                col.extend([math.nan] * (n + k - len(col)))
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """``{"steps", "epochs", "monitors"}`` (the same list objects; copy to keep)."""
         return {"steps": self.steps, "epochs": self.epochs, "monitors": self.monitors}
@@ -84,6 +99,16 @@ def _as_tensors(data, name: str):
 
 def _metric_key(name: str) -> str:
     return "acc" if name == "accuracy" else name
+
+
+def _weighted_mean(values: list[torch.Tensor], counts: list[int]) -> float:
+    """sum_i values[i] * counts[i] / sum_i counts[i] for per-batch mean losses (one host read)."""
+    total = sum(counts)
+    if not values or not total:
+        return math.nan
+    v = torch.stack(values).double()
+    w = torch.tensor(counts, dtype=torch.float64, device=v.device)
+    return float((v * w).sum()) / total
 
 
 class Trainer:
@@ -135,6 +160,10 @@ class Trainer:
     Differences from a hand-written loop: none in the math; the loss is read back to the
     host once per epoch (``History`` is filled at epoch end), so callbacks receive the
     per-step ``loss`` and ``grad_norm`` as 0-d tensors (call ``float()`` when needed).
+    Per step, the trainer adds to a hand-written loop only the logged figures' own
+    operations (the per-tensor gradient norms, the metrics' batch sums); the sums over
+    the epoch and the global gradient norms are reduced in a few operations per epoch
+    (every ``_REDUCE_EVERY`` steps for the norms), not per step.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -182,7 +211,7 @@ class Trainer:
         self.global_step = 0    # optimizer steps completed
         self.batch_index = 0
         self.last_loss: torch.Tensor | None = None
-        self.last_grad_norm: torch.Tensor | None = None
+        self._last_norm: torch.Tensor | list | None = None
         self.train_seconds = 0.0
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         # Exact resume (see state_dict): the shuffle state when the current epoch began,
@@ -252,11 +281,22 @@ class Trainer:
             mom = g["betas"][0]
         return lr, (math.nan if mom is None else float(mom))
 
-    def _grad_norm(self) -> torch.Tensor:
+    def _grad_norms(self) -> list[torch.Tensor]:
+        """The per-tensor L2 norms of the gradients (one multi-tensor op)."""
         grads = [p.grad for p in self._params if p.grad is not None]
-        if not grads:
+        return list(torch._foreach_norm(grads)) if grads else []
+
+    def _global_norm(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        if not parts:
             return torch.zeros((), device=self.device)
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        return torch.linalg.vector_norm(torch.stack(parts))
+
+    @property
+    def last_grad_norm(self) -> torch.Tensor | None:
+        """Global gradient norm of the last step (a 0-d tensor; None when not logged)."""
+        if isinstance(self._last_norm, list):
+            self._last_norm = self._global_norm(self._last_norm)
+        return self._last_norm
 
     def _scheduler_unit(self, s) -> str:
         return getattr(s, "unit", self.scheduler_unit)
@@ -315,17 +355,42 @@ class Trainer:
         model.train()
         for cb in cbs:
             cb.on_epoch_begin(self)
-        data_loss = Mean()
-        metric_means = {name: Mean() for name, _ in metric_items}
-        losses, norms, lrs, moms, times = [], [], [], [], []
-        self._pending = {"losses": losses, "norms": norms, "lrs": lrs, "moms": moms,
-                         "times": times, "first_step": self.global_step}
+        # per-step records stay on the device; summed/reduced at epoch end (or in chunks)
+        data_losses, counts = [], []
+        metric_sums: dict[str, list] = {name: [] for name, _ in metric_items}
+        losses, norm_parts, lrs, moms, times = [], [], [], [], []
+        self._pending = {"losses": losses, "norm_parts": norm_parts, "norm_chunks": [],
+                         "lrs": lrs, "moms": moms, "times": times,
+                         "first_step": self.global_step}
+        norm_chunks = self._pending["norm_chunks"]
+        log_norm = self.log_grad_norm
         t0 = time.perf_counter()
         rec: dict[str, Any] = {}
         # resumed mid-epoch: the generator is as this epoch began; skip the batches done
         self.epoch_generator_state = self.generator.get_state()
         skip, self._resume_skip = self._resume_skip, 0
         self.batches_done = skip
+
+        def closure():
+            x, y, batch = rec["batch"]
+            opt.zero_grad(set_to_none=True)
+            out = model(x)
+            loss = self.loss_fn(out, y)
+            objective = loss
+            for cb in cbs:
+                new_loss = cb.on_loss(self, objective, batch)
+                if new_loss is not None:
+                    objective = new_loss
+            objective.backward()
+            if "loss" not in rec:
+                rec["loss"] = objective.detach()
+                rec["data_loss"] = rec["loss"] if objective is loss else loss.detach()
+                rec["out"] = out.detach()
+                rec["y"] = y
+                rec["norm"] = self._grad_norms() if log_norm else None
+            for cb in cbs:
+                cb.on_after_backward(self)
+            return objective
 
         for self.batch_index, batch in enumerate(
                 self._iter_batches(train_data, train_t, bs, self.shuffle, self.drop_last, skip),
@@ -336,26 +401,7 @@ class Trainer:
                     batch = new
             x, y = batch
             rec.clear()
-
-            def closure(x=x, y=y, batch=batch):
-                opt.zero_grad(set_to_none=True)
-                out = model(x)
-                loss = self.loss_fn(out, y)
-                objective = loss
-                for cb in cbs:
-                    new_loss = cb.on_loss(self, objective, batch)
-                    if new_loss is not None:
-                        objective = new_loss
-                objective.backward()
-                if not rec:
-                    rec["loss"] = objective.detach()
-                    rec["data_loss"] = loss.detach()
-                    rec["out"] = out.detach()
-                    rec["y"] = y
-                    rec["norm"] = self._grad_norm() if self.log_grad_norm else None
-                for cb in cbs:
-                    cb.on_after_backward(self)
-                return objective
+            rec["batch"] = (x, y, batch)
 
             lr, mom = self._hyper()
             if self._takes_closure:
@@ -368,20 +414,26 @@ class Trainer:
             for s in step_scheds:
                 s.step()
 
-            n = rec["y"].shape[0]
-            data_loss.add(rec["data_loss"] * n, n)
+            y = rec["y"]
+            counts.append(y.shape[0])
+            data_losses.append(rec["data_loss"])
             for name, fn in metric_items:
-                metric_means[name].add(fn(rec["out"], rec["y"]), n)
-            self.last_loss, self.last_grad_norm = rec["loss"], rec["norm"]
+                metric_sums[name].append(fn(rec["out"], y))
+            self.last_loss = rec["loss"]
             losses.append(rec["loss"])
-            if rec["norm"] is not None:
-                norms.append(rec["norm"])
+            parts = rec["norm"]
+            self._last_norm = parts
+            if parts is not None:
+                norm_parts.append(parts)
+                if len(norm_parts) >= _REDUCE_EVERY:
+                    norm_chunks.append(self._reduce_norms(norm_parts))
+                    norm_parts.clear()
             lrs.append(lr)
             moms.append(mom)
             times.append(self.train_seconds + time.perf_counter() - t0)
             if cbs:
                 logs = {"step": self.global_step, "batch": self.batch_index, "loss": rec["loss"],
-                        "lr": lr, "momentum": mom, "grad_norm": rec["norm"]}
+                        "lr": lr, "momentum": mom, "grad_norm": self.last_grad_norm}
                 for cb in cbs:
                     cb.on_batch_end(self, logs)
             if self.stop_training:
@@ -394,11 +446,14 @@ class Trainer:
         self.epoch += 1
         self.batches_done = 0
 
+        total = sum(counts)
         logs: dict[str, Any] = {"epoch": self.epoch, "step": self.global_step,
                                 "time": self.train_seconds, "batch_size": bs,
-                                "lr": self._hyper()[0], "train_loss": data_loss.value()}
-        for name, m in metric_means.items():
-            logs["train_" + _metric_key(name)] = m.value()
+                                "lr": self._hyper()[0],
+                                "train_loss": _weighted_mean(data_losses, counts)}
+        for name, sums in metric_sums.items():
+            logs["train_" + _metric_key(name)] = (
+                float(torch.stack(sums).sum()) / total if total else math.nan)
         if val_data is not None:
             for k, v in self.evaluate(val_data).items():
                 logs["val_" + k] = v
@@ -412,20 +467,31 @@ class Trainer:
                 s.step()
         return logs
 
+    def _reduce_norms(self, parts: list[list[torch.Tensor]]) -> torch.Tensor:
+        """Global norms (1-D tensor) of steps given as lists of per-tensor norms."""
+        k = len(parts[0])
+        if k and all(len(p) == k for p in parts):
+            flat = [t for p in parts for t in p]
+            return torch.linalg.vector_norm(torch.stack(flat).view(len(parts), k), dim=1)
+        return torch.stack([self._global_norm(p) for p in parts])
+
     def _flush_steps(self, epoch: int) -> None:
         """Move the pending per-step records into ``history.steps`` (one host read)."""
         p = self._pending
         if not p:
             return
         n_steps = len(p["lrs"])
-        loss_list = torch.stack(p["losses"]).tolist() if p["losses"] else []
-        norm_list = torch.stack(p["norms"]).tolist() if p["norms"] else [math.nan] * n_steps
-        for i in range(n_steps):
-            self.history._append(self.history.steps, {
-                "step": p["first_step"] + i + 1, "epoch": epoch, "loss": loss_list[i],
-                "lr": p["lrs"][i], "momentum": p["moms"][i], "grad_norm": norm_list[i],
-                "time": p["times"][i]})
-        for k in ("losses", "norms", "lrs", "moms", "times"):
+        if not n_steps:
+            return
+        loss_list = torch.stack(p["losses"]).tolist()
+        chunks = p["norm_chunks"] + ([self._reduce_norms(p["norm_parts"])] if p["norm_parts"] else [])
+        norm_list = torch.cat(chunks).tolist() if chunks else [math.nan] * n_steps
+        first = p["first_step"]
+        self.history._extend(self.history.steps, {
+            "step": list(range(first + 1, first + n_steps + 1)), "epoch": [epoch] * n_steps,
+            "loss": loss_list, "lr": list(p["lrs"]), "momentum": list(p["moms"]),
+            "grad_norm": norm_list, "time": list(p["times"])})
+        for k in ("losses", "norm_parts", "norm_chunks", "lrs", "moms", "times"):
             p[k].clear()
         p["first_step"] += n_steps
 

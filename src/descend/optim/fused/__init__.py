@@ -4,25 +4,30 @@
 ("auto" unless given to the constructor or a param group) chooses the path:
 
 - ``"reference"``: the chain's transforms on whole tensors (multi-tensor ops).
+- ``"kernel"``: descend's own kernels for RMSprop and Adadelta (:mod:`.kernels`), the
+  two algorithms torch has no fused CPU kernel for: RMSprop through torch's fused Adam
+  kernel (``beta1=0``, no bias correction) where the options allow, else a fixed
+  sequence of in-place operations on cache-sized tiles with preallocated scratch.
 - ``"tiled"``: the same transforms, run on cache-sized tiles of the tensors
   (:mod:`.tiled`) - one trip to main memory per step instead of one per operation.
-  For chains of elementwise transforms, on any device (it pays on CPU).
+  For chains of elementwise transforms, on any device.
 - ``"foreach"`` / ``"fused"``: torch's own multi-tensor or fused kernels
   (:mod:`.torch_kernels`), when the chain is exactly SGD, Adagrad, RMSprop, Adadelta
   or Adam/AdamW with options torch has. torch has fused kernels for SGD, Adagrad and
   Adam on CPU and for SGD and Adam on CUDA.
 - ``"auto"``: ``"fused"`` when torch has a fused kernel for this chain and device,
-  else ``"tiled"`` on CPU when the chain allows it, else ``"foreach"`` when torch
-  has the algorithm, else the reference path. Float16/bfloat16 parameters on CPU and
-  parameters on several devices always take the reference path under "auto".
+  else on CPU ``"kernel"`` when one computes the group, else ``"tiled"`` when the
+  chain allows it, else ``"foreach"`` when torch has the algorithm, else the reference
+  path. Float16/bfloat16 parameters on CPU and parameters on several devices always
+  take the reference path under "auto".
 
 The first step of a group (and any step whose options would create new state, such
-as turning on ``amsgrad``) runs the reference path under "tiled", so the state is
-made by the transforms themselves. A forced backend that cannot compute the group
-raises ``ValueError`` naming the reason.
+as turning on ``amsgrad``) runs the reference path under "tiled" and "kernel", so the
+state is made by the transforms themselves. A forced backend that cannot compute the
+group raises ``ValueError`` naming the reason.
 
 Results: "tiled" runs the same operations on the same numbers as the reference and
-is tested equal to it; "foreach"/"fused" are torch's kernels, tested equal to the
+is tested equal to it; "kernel", "foreach" and "fused" are tested equal to the
 reference in float64 to 1e-12 (they order some operations differently, e.g. AdamW's
 decay multiplies w by (1 - lr wd)).
 
@@ -35,6 +40,11 @@ Example:
     ...     (w ** 2).sum().backward(); _ = opt.step(); opt.zero_grad()
     >>> opt.last_backend
     'tiled'
+    >>> opt = RMSprop([w], lr=0.1)   # backend="auto": descend's kernel on CPU
+    >>> for _ in range(2):
+    ...     (w ** 2).sum().backward(); _ = opt.step(); opt.zero_grad()
+    >>> opt.last_backend
+    'kernel'
 """
 
 from __future__ import annotations
@@ -42,11 +52,12 @@ from __future__ import annotations
 from torch import Tensor
 
 from descend._validation import fail
-from descend.optim.fused import tiled, torch_kernels
+from descend.optim.fused import kernels, tiled, torch_kernels
+from descend.optim.fused.kernels import kernel_config
 from descend.optim.fused.tiled import structure, tiled_config
 from descend.optim.fused.torch_kernels import HAS_FUSED, torch_config
 
-__all__ = ["dispatch", "choose", "tiled", "torch_kernels"]
+__all__ = ["dispatch", "choose", "kernels", "tiled", "torch_kernels"]
 
 _TORCH_DTYPES = {"cpu": ("float32", "float64"),
                  "cuda": ("float16", "bfloat16", "float32", "float64")}
@@ -68,6 +79,7 @@ def choose(transform, group: dict, params: list[Tensor]) -> tuple[str, str]:
     if want == "reference":
         return "reference", ""
     algo, why_torch = torch_config(transform, group)
+    kernel_algo, why_kernel = kernel_config(transform, group)
     why_tiled = tiled_config(transform, group)
     dev = _device_ok(params)
     if want == "auto":
@@ -75,6 +87,8 @@ def choose(transform, group: dict, params: list[Tensor]) -> tuple[str, str]:
             return "reference", ""
         if algo is not None and algo in HAS_FUSED.get(dev, ()):
             return "fused", ""
+        if dev == "cpu" and kernel_algo is not None:
+            return "kernel", ""
         if dev == "cpu" and why_tiled is None:
             return "tiled", ""
         if algo is not None:
@@ -82,6 +96,8 @@ def choose(transform, group: dict, params: list[Tensor]) -> tuple[str, str]:
         return "reference", ""
     if want == "tiled":
         return ("tiled", "") if why_tiled is None else ("", why_tiled)
+    if want == "kernel":
+        return ("kernel", "") if kernel_algo is not None else ("", why_kernel)
     if algo is None:
         return "", why_torch
     if want == "fused" and algo not in HAS_FUSED.get(dev or "", ()):
@@ -98,7 +114,7 @@ def dispatch(opt, group: dict, params: list[Tensor], grads: list[Tensor],
     opt.last_backend = backend
     if backend == "reference":
         return False
-    if backend == "tiled":
+    if backend in ("tiled", "kernel"):
         # the transforms make their state lazily: let the reference path make it
         seen = opt.__dict__.setdefault("_descend_structure", {})
         struct = structure(group)
@@ -108,7 +124,11 @@ def dispatch(opt, group: dict, params: list[Tensor], grads: list[Tensor],
             opt._reference_update(group, params, grads, state)
             seen[id(group)] = (struct, frozenset(state[0]))
             return True
-        tiled.run(opt, group, params, grads, state)
+        if backend == "tiled":
+            tiled.run(opt, group, params, grads, state)
+        else:
+            kernels.run(opt, kernels.kernel_config(opt.transform, group)[0], group, params,
+                        grads, state)
         return True
     torch_kernels.run(torch_kernels.algorithm(opt.transform), backend, group, params, grads, state)
     return True

@@ -49,7 +49,12 @@ HAS_FUSED = {"cpu": {"sgd", "adagrad", "adam"}, "cuda": {"sgd", "adam"}}
 
 def algorithm(transform: Chain) -> str | None:
     """The torch algorithm whose chain ``transform`` is ("adam", "sgd", ...), or None."""
-    return _ALGORITHMS.get(tuple(type(t) for t in transform.transforms))
+    seen = transform.__dict__.get("_descend_algorithm")
+    if seen is not None and seen[0] is transform.transforms:
+        return seen[1]
+    algo = _ALGORITHMS.get(tuple(type(t) for t in transform.transforms))
+    transform.__dict__["_descend_algorithm"] = (transform.transforms, algo)
+    return algo
 
 
 def _extras_off(group: Mapping[str, Any], decoupled_ok: bool) -> str | None:
