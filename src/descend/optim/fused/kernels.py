@@ -1,24 +1,30 @@
 """descend's own CPU kernels for the algorithms torch has no fused kernel for: RMSprop
 (plain, centered, with momentum in either form, Nesterov) and Adadelta.
 
-torch's fastest CPU RMSprop and Adadelta are its single-tensor loops: a dozen whole-tensor
-operations per parameter, each a pass over memory, with a freshly allocated temporary or
-two. The kernels here compute the same math with two tools:
+torch's fastest CPU RMSprop and Adadelta are its single-tensor loops: seven to eleven
+whole-tensor operations per parameter, each one pass over memory, with freshly allocated
+temporaries. The kernels here compute the same math with two tools:
 
-- **Plain RMSprop** (no momentum, not centered, ``eps_root=0``) *is* Adam with
-  ``beta1=0`` and no bias correction: ``exp_avg = 0 * exp_avg + 1 * g = g`` exactly,
-  ``v = alpha v + (1 - alpha) g*g``, ``w -= lr * g / (sqrt(v) + eps)``. torch's fused
-  CPU Adam kernel (``torch._fused_adam_``) does that in one pass over memory: it runs
+- **RMSprop through torch's fused Adam kernel.** RMSprop's preconditioned update is
+  Adam's with ``beta1=0`` and no bias correction: ``exp_avg = 0 * exp_avg + 1 * g = g``,
+  ``v = alpha v + (1 - alpha) g*g``, ``x -= lr * g / (sqrt(v) + eps)``. torch's fused
+  CPU Adam kernel (``torch._fused_adam_``) does that in one pass over memory. It runs
   with ``beta2=alpha``, ``exp_avg`` in the optimizer's gradient workspace (scratch, not
-  state) and a step counter of 2**40 that is not the parameters' own, so that
-  ``alpha ** step == 0`` and both bias corrections are 1. The parameters' ``step`` is
-  counted as the reference counts it.
-- **Everything else** runs on cache-sized tiles: each large tensor is cut into slices of
+  state) and step counters of 2**40 that are not the parameters' own, so that
+  ``alpha ** step == 0`` and both bias corrections are 1; the parameters' ``step`` is
+  counted as the reference counts it. Without momentum the kernel's "parameter" is the
+  parameter (its coupled weight decay and ``maximize`` are RMSprop's). With momentum it
+  is the momentum buffer: ``b <- m b`` first, then the kernel adds ``(1 - dampening) u``
+  (torch form, ``lr = -(1 - dampening)``) or ``-lr u`` (textbook form) to it, then
+  ``w += -lr b`` or ``w += v``: three calls for the whole group. Used when the group
+  has no ``centered``, ``eps_root``, active Nesterov, and no weight decay with momentum
+  or decoupled decay, on CPU with contiguous tensors of one dtype.
+- **Every other case on cache-sized tiles**: each large tensor is cut into slices of
   ``TILE_BYTES``; for each slice a fixed sequence of in-place torch operations (and
-  ``out=`` into a few preallocated scratch slices, never a new tensor) runs while the
-  slice is in the CPU's cache, so main memory is read and written about once per step.
-  Tensors under ``SMALL_ELEMS`` elements (biases, norms) are packed together and run
-  through the chain's own transforms, one multi-tensor call per operation.
+  ``out=`` into three preallocated scratch slices, never a new tensor) runs while the
+  slice is in the CPU's cache. Tensors under ``SMALL_ELEMS`` elements (biases, norms)
+  are packed together and run through the chain's own transforms, one multi-tensor
+  call per operation.
 
 Options these kernels compute: everything of torch's RMSprop and Adadelta (``lr``,
 ``alpha``/``rho``, ``eps``, ``weight_decay``, ``momentum``, ``centered``,
@@ -28,8 +34,9 @@ L1 and ``weight_decay_exclude`` are left to the "tiled" and reference paths.
 
 The state is the reference's (same names, made by one reference step: the dispatcher
 runs the reference path first, as for "tiled"). Results equal the reference's up to
-round-off of reordered operations (``addcdiv`` for divide-then-scale, and torch's fused
-Adam kernel's arithmetic for plain RMSprop): tested to 1e-12 in float64.
+round-off of reordered operations (``addcdiv`` for divide-then-scale, Adadelta's
+``sqrt(a / b)`` for ``sqrt(a) / sqrt(b)``, the fused Adam kernel's arithmetic): tested to
+1e-12 in float64.
 """
 
 from __future__ import annotations
