@@ -226,7 +226,7 @@ def test_option_changes_mid_run_follow_the_reference():
         torch.testing.assert_close(run(backend), ref, rtol=1e-12, atol=1e-12, msg=backend)
 
 
-def test_tiled_under_a_scheduler_and_after_a_state_dict_round_trip():
+def test_tiled_and_kernel_under_a_scheduler_and_after_a_state_dict_round_trip():
     def run(backend, split=None):
         params = make_params()
         opt = do.RMSprop(params, lr=0.02, momentum=0.5, backend=backend)
@@ -248,6 +248,8 @@ def test_tiled_under_a_scheduler_and_after_a_state_dict_round_trip():
     ref = run("reference")
     assert torch.equal(run("tiled"), ref)
     assert torch.equal(run("tiled", split=5), ref)
+    for split in (None, 5):
+        torch.testing.assert_close(run("kernel", split=split), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_torch_checkpoint_continues_on_the_fused_path():
@@ -370,3 +372,32 @@ def test_the_backends_docstring_example_runs():
     import doctest
     result = doctest.testmod(fused, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.parametrize("backend", ["kernel", "tiled"])
+def test_plan_is_built_once_and_each_step_reads_the_gradients_it_is_given(backend):
+    # zero_grad(set_to_none=True) makes new gradient tensors at every backward: the slices
+    # of parameters and state are planned once, the gradients are sliced at every step
+    # (also when one arrives with other strides than its parameter)
+    def run(b):
+        params = make_params()
+        opt = do.RMSprop(params, lr=0.01, momentum=0.9, centered=True, backend=b)
+        plans = set()
+        for t in range(8):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(params, t).backward()
+            if t == 5:
+                w = params[0]
+                w.grad = w.grad.t().contiguous().t()
+                assert not w.grad.is_contiguous()
+            opt.step()
+            cache = opt.__dict__.get("_descend_kernel_plans") or opt.__dict__.get("_descend_tiles")
+            if cache:
+                plans.add(id(next(iter(cache.values()))[1]))
+        return torch.cat([p.detach().reshape(-1) for p in params]), plans
+
+    ref, _ = run("reference")
+    got, plans = run(backend)
+    assert len(plans) == 1
+    tol = 0 if backend == "tiled" else 1e-12
+    torch.testing.assert_close(got, ref, rtol=tol, atol=tol)

@@ -90,21 +90,28 @@ def _contiguous(tensors) -> bool:
 
 
 class _Plan:
-    """Views of every tensor, per tile, built once for a given set of tensors."""
+    """Views of the parameters and their state, per tile, built once for a set of tensors.
 
-    def __init__(self, params, grads, work, state, tile_bytes):
+    Gradients are not part of the plan: a new gradient tensor comes with every backward
+    after ``zero_grad(set_to_none=True)``, so each step slices the gradients it is given.
+    The plan keeps the tensors it was built from, so that their ids (its key) cannot be
+    taken by other tensors while it is in use.
+    """
+
+    def __init__(self, params, work, state, tile_bytes):
+        self.refs = (list(params), list(work), [list(st.values()) for st in state])
         self.steps = [st["step"] for st in state if "step" in st]
-        self.slices = []   # (p, g, {state name: view}, elements, (dtype, device))
-        self.packs = []    # (ps, gs, ws, states)
+        self.slices = []   # (parameter index, start, stop, p, {state name: view}, (dtype, device))
+        self.sliced: list[int] = []
+        self.packs = []    # (indices, ps, ws, states)
         self.scratch: dict[tuple, int] = {}  # (dtype, device) -> elements per scratch buffer
-        kinds = {(p.dtype, p.device) for p in params}
-        self.uniform = len(kinds) == 1
+        self.uniform = len({(p.dtype, p.device) for p in params}) == 1
         self.contiguous = True
         pack: list[int] = []
         size = 0
-        for i, (p, g, st) in enumerate(zip(params, grads, state)):
+        for i, (p, st) in enumerate(zip(params, state)):
             tensors = {k: v for k, v in st.items() if torch.is_tensor(v) and v.dim() > 0}
-            ok = _contiguous([p, g, *tensors.values()])
+            ok = _contiguous([p, *tensors.values()])
             self.contiguous &= ok and work[i].is_contiguous()
             n = p.numel()
             tile_elems = max(1, tile_bytes // p.element_size())
@@ -114,33 +121,37 @@ class _Plan:
                 if step > 64:
                     step = -(-step // 64) * 64    # slices start on cache lines
                 flat = {k: v.view(-1) for k, v in tensors.items()}
-                pv, gv = p.view(-1), g.view(-1)
+                pv = p.view(-1)
                 kind = (p.dtype, p.device)
+                self.sliced.append(i)
                 for a in range(0, n, step):
                     b = min(n, a + step)
-                    self.slices.append((pv[a:b], gv[a:b], {k: v[a:b] for k, v in flat.items()},
-                                        b - a, kind))
+                    self.slices.append((i, a, b, pv[a:b], {k: v[a:b] for k, v in flat.items()},
+                                        kind))
                     self.scratch[kind] = max(self.scratch.get(kind, 0), b - a)
                 continue
             if size + n > tile_elems and pack:
-                self.packs.append(self._pack(pack, params, grads, work, state))
+                self.packs.append(self._pack(pack, params, work, state))
                 pack, size = [], 0
             pack.append(i)
             size += n
         if pack:
-            self.packs.append(self._pack(pack, params, grads, work, state))
+            self.packs.append(self._pack(pack, params, work, state))
 
     @staticmethod
-    def _pack(idx, params, grads, work, state):
-        return ([params[i] for i in idx], [grads[i] for i in idx], [work[i] for i in idx],
-                [state[i] for i in idx])
+    def _pack(idx, params, work, state):
+        return (idx, [params[i] for i in idx], [work[i] for i in idx], [state[i] for i in idx])
 
 
-def _key(params, grads, work, state) -> tuple:
-    ids = [id(t) for t in params] + [id(t) for t in grads] + [id(t) for t in work]
+def _key(params, work, state) -> tuple:
+    ids = [id(t) for t in params] + [id(t) for t in work]
     for st in state:
         ids.extend(id(v) for v in st.values())
     return tuple(ids)
+
+
+def _flat_grad(g: Tensor) -> Tensor:
+    return (g if g.is_contiguous() else g.contiguous()).view(-1)
 
 
 def _scratch(opt, plan: _Plan) -> dict[tuple, list[Tensor]]:
@@ -301,9 +312,10 @@ def _run_adam_route(opt, route, group, params, grads, work, state) -> None:
         torch._foreach_add_(params, bufs)
 
 
-def _uses_adam(algo: str, group, params, plan) -> str | None:
+def _uses_adam(algo: str, group, params, grads, plan) -> str | None:
     if not (FUSED_ADAM_FOR_RMSPROP and algo == "rmsprop" and plan.contiguous and plan.uniform
-            and params[0].device.type == "cpu"):
+            and params[0].device.type == "cpu"
+            and all(g.is_contiguous() and g.dtype == params[0].dtype for g in grads)):
         return None
     return _adam_route(group)
 
@@ -314,26 +326,28 @@ def run(opt, algo: str, group: dict, params: list[Tensor], grads: list[Tensor],
     chain: Chain = opt.transform
     work = opt._workspace(params, grads, copy=False)
     cache = opt.__dict__.setdefault("_descend_kernel_plans", {})
-    key = _key(params, grads, work, state)
+    key = _key(params, work, state)
     plan = cache.get(id(group))
     if plan is None or plan[0] != key:
-        plan = cache[id(group)] = (key, _Plan(params, grads, work, state, TILE_BYTES))
-        torch._foreach_zero_(work)  # scratch of the fused-Adam route: no stale NaN in it
+        plan = cache[id(group)] = (key, _Plan(params, work, state, TILE_BYTES))
+        torch._foreach_zero_(work)  # exp_avg of the fused-Adam route: no stale NaN in it
     plan = plan[1]
     if plan.steps:
         torch._foreach_add_(plan.steps, 1)
-    route = _uses_adam(algo, group, params, plan)
+    route = _uses_adam(algo, group, params, grads, plan)
     if route is not None:
         _run_adam_route(opt, route, group, params, grads, work, state)
         return
     if plan.slices:
         scratch = _scratch(opt, plan)
+        flat = {i: _flat_grad(grads[i]) for i in plan.sliced}
         slice_fn = _rmsprop_slice if algo == "rmsprop" else _adadelta_slice
-        for p, g, st, n, kind in plan.slices:
+        for i, a, b, p, st, kind in plan.slices:
             s0, s1, s2 = scratch[kind]
-            slice_fn(p, g, st, s0[:n], s1[:n], s2[:n], group)
-    for ps, gs, ws, sts in plan.packs:
-        torch._foreach_copy_(ws, gs)
+            n = b - a
+            slice_fn(p, flat[i][a:b], st, s0[:n], s1[:n], s2[:n], group)
+    for idx, ps, ws, sts in plan.packs:
+        torch._foreach_copy_(ws, [grads[i] for i in idx])
         updates = ws
         for t in chain.transforms:
             updates = t.update(updates, sts, ps, group)

@@ -98,26 +98,30 @@ def _flat(t: Tensor, a: int, b: int, n: int) -> Tensor:
 
 
 class _Plan:
-    """Slices of every tensor, per tile, built once for a given set of tensors."""
+    """Slices of the parameters, workspace and state, per tile, built once for a set of
+    tensors. Gradients are sliced at every step (``zero_grad(set_to_none=True)`` gives new
+    gradient tensors each backward); the plan keeps the tensors it was built from, so
+    that their ids (its key) cannot be taken by other tensors while it is in use."""
 
-    def __init__(self, params, grads, work, state, tile_elems):
+    def __init__(self, params, work, state, tile_elems):
+        self.refs = (list(params), list(work), [list(st.values()) for st in state])
         self.tiles = []
-        sliceable = [_contiguous([p, g, w] + [v for v in st.values() if torch.is_tensor(v)])
-                     for p, g, w, st in zip(params, grads, work, state)]
+        sliceable = [_contiguous([p, w] + [v for v in st.values() if torch.is_tensor(v)])
+                     for p, w, st in zip(params, work, state)]
         for tile in _tiles(params, sliceable, tile_elems):
-            ps, gs, ws, sts = [], [], [], []
+            entries, ps, ws, sts = [], [], [], []
             for i, a, b in tile:
                 n = params[i].numel()
+                entries.append((i, a, b, n))
                 ps.append(_flat(params[i], a, b, n))
-                gs.append(_flat(grads[i], a, b, n))
                 ws.append(_flat(work[i], a, b, n))
                 sts.append({k: (_flat(v, a, b, n) if torch.is_tensor(v) and v.dim() > 0 else v)
                             for k, v in state[i].items()})
-            self.tiles.append((ps, gs, ws, sts))
+            self.tiles.append((entries, ps, ws, sts))
 
 
-def _key(params, grads, work, state) -> tuple:
-    ids = [id(t) for t in params] + [id(t) for t in grads] + [id(t) for t in work]
+def _key(params, work, state) -> tuple:
+    ids = [id(t) for t in params] + [id(t) for t in work]
     for st in state:
         ids.extend(id(v) for v in st.values())
     return tuple(ids)
@@ -127,21 +131,27 @@ def _contiguous(tensors) -> bool:
     return all(t.is_contiguous() for t in tensors)
 
 
+def _grad_slice(g: Tensor, a: int, b: int, n: int) -> Tensor:
+    if a == 0 and b == n:
+        return g
+    return (g if g.is_contiguous() else g.contiguous()).view(-1)[a:b]
+
+
 def run(opt, group: dict, params: list[Tensor], grads: list[Tensor], state: list[dict]) -> None:
     """One step of ``opt.transform`` on ``group``, tile by tile (same math, same state)."""
     chain: Chain = opt.transform
     work = opt._workspace(params, grads, copy=False)
     cache = opt.__dict__.setdefault("_descend_tiles", {})
-    key = _key(params, grads, work, state)
+    key = _key(params, work, state)
     plan = cache.get(id(group))
     if plan is None or plan[0] != key:
         elems = max(1, TILE_BYTES // params[0].element_size())
-        plan = cache[id(group)] = (key, _Plan(params, grads, work, state, elems))
+        plan = cache[id(group)] = (key, _Plan(params, work, state, elems))
     if chain.uses_step(group):
         for st in state:
             st["step"].add_(1)
-    for ps, gs, ws, sts in plan[1].tiles:
-        torch._foreach_copy_(ws, gs)
+    for entries, ps, ws, sts in plan[1].tiles:
+        torch._foreach_copy_(ws, [_grad_slice(grads[i], a, b, n) for i, a, b, n in entries])
         updates = ws
         for t in chain.transforms:
             updates = t.update(updates, sts, ps, group)
