@@ -162,8 +162,8 @@ class Trainer:
     per-step ``loss`` and ``grad_norm`` as 0-d tensors (call ``float()`` when needed).
     Per step, the trainer adds to a hand-written loop only the logged figures' own
     operations (the per-tensor gradient norms, the metrics' batch sums); the sums over
-    the epoch and the global gradient norms are reduced in a few operations per epoch
-    (every ``_REDUCE_EVERY`` steps for the norms), not per step.
+    the epoch are reduced at its end and the global gradient norms every 64 steps, a
+    few operations each time, not per step.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
