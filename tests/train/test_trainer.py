@@ -352,3 +352,25 @@ def test_per_step_records_reduced_in_chunks_equal_the_per_step_values(monkeypatc
     h3 = t.fit((x, y), epochs=1)
     assert all(math.isnan(v) for v in h3.steps["grad_norm"]) and t.last_grad_norm is None
     assert h3.steps["loss"] == h.steps["loss"][:3]
+
+
+@pytest.mark.parametrize("every,elems", [(2, 1 << 20), (16, 1 << 20), (16, 40)])
+def test_metrics_on_several_batches_at_once_give_the_per_batch_sums(every, elems, monkeypatch):
+    # the outputs of several batches go to the metrics together (their sums add up)
+    import descend.train.trainer as trainer_module
+
+    def fit(every, elems):
+        monkeypatch.setattr(trainer_module, "_METRIC_EVERY", every)
+        monkeypatch.setattr(trainer_module, "_METRIC_ELEMS", elems)
+        x, y = blobs(40)
+        torch.manual_seed(0)
+        m = torch.nn.Linear(2, 3)
+        t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), batch_size=16,
+                    metrics=("accuracy", "top_k_accuracy"), progress=False)
+        return t.fit((x, y), epochs=3).epochs
+
+    ref = fit(1, 1 << 20)
+    got = fit(every, elems)
+    assert got["train_acc"] == ref["train_acc"]
+    assert got["train_top_k_accuracy"] == ref["train_top_k_accuracy"]
+    assert got["train_loss"] == ref["train_loss"]

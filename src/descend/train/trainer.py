@@ -34,6 +34,11 @@ _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 #: Steps of per-tensor gradient norms kept before they are reduced to global norms.
 _REDUCE_EVERY = 64
 
+#: Batches whose outputs are kept and given to the metrics at once (their sums add up),
+#: unless the kept outputs reach ``_METRIC_ELEMS`` elements first.
+_METRIC_EVERY = 16
+_METRIC_ELEMS = 1 << 20
+
 
 @dataclass
 class History:
@@ -101,6 +106,20 @@ def _metric_key(name: str) -> str:
     return "acc" if name == "accuracy" else name
 
 
+def _add_metrics(metric_items, sums: dict[str, list], outs: list, ys: list) -> None:
+    """Each metric's sum over the kept batches, computed once on them together; clears them."""
+    if not outs or not metric_items:
+        return
+    if len(outs) == 1:
+        out, y = outs[0], ys[0]
+    else:
+        out, y = torch.cat(outs), torch.cat(ys)
+    for name, fn in metric_items:
+        sums[name].append(fn(out, y))
+    outs.clear()
+    ys.clear()
+
+
 def _weighted_mean(values: list[torch.Tensor], counts: list[int]) -> float:
     """sum_i values[i] * counts[i] / sum_i counts[i] for per-batch mean losses (one host read)."""
     total = sum(counts)
@@ -160,10 +179,10 @@ class Trainer:
     Differences from a hand-written loop: none in the math; the loss is read back to the
     host once per epoch (``History`` is filled at epoch end), so callbacks receive the
     per-step ``loss`` and ``grad_norm`` as 0-d tensors (call ``float()`` when needed).
-    Per step, the trainer adds to a hand-written loop only the logged figures' own
-    operations (the per-tensor gradient norms, the metrics' batch sums); the sums over
-    the epoch are reduced at its end and the global gradient norms every 64 steps, a
-    few operations each time, not per step.
+    Per step, the trainer adds to a hand-written loop only the per-tensor gradient
+    norms; the metrics run on the outputs of 16 batches at once (their sums add up), the
+    global gradient norms are reduced every 64 steps and the epoch's sums at its end, a
+    few operations each time.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
@@ -358,6 +377,8 @@ class Trainer:
         # per-step records stay on the device; summed/reduced at epoch end (or in chunks)
         data_losses, counts = [], []
         metric_sums: dict[str, list] = {name: [] for name, _ in metric_items}
+        kept_out, kept_y = [], []   # outputs and targets not yet given to the metrics
+        kept_elems = 0
         losses, norm_parts, lrs, moms, times = [], [], [], [], []
         self._pending = {"losses": losses, "norm_parts": norm_parts, "norm_chunks": [],
                          "lrs": lrs, "moms": moms, "times": times,
@@ -417,8 +438,13 @@ class Trainer:
             y = rec["y"]
             counts.append(y.shape[0])
             data_losses.append(rec["data_loss"])
-            for name, fn in metric_items:
-                metric_sums[name].append(fn(rec["out"], y))
+            if metric_items:
+                kept_out.append(rec["out"])
+                kept_y.append(y)
+                kept_elems += rec["out"].numel()
+                if len(kept_out) >= _METRIC_EVERY or kept_elems >= _METRIC_ELEMS:
+                    _add_metrics(metric_items, metric_sums, kept_out, kept_y)
+                    kept_elems = 0
             self.last_loss = rec["loss"]
             losses.append(rec["loss"])
             parts = rec["norm"]
@@ -446,6 +472,7 @@ class Trainer:
         self.epoch += 1
         self.batches_done = 0
 
+        _add_metrics(metric_items, metric_sums, kept_out, kept_y)
         total = sum(counts)
         logs: dict[str, Any] = {"epoch": self.epoch, "step": self.global_step,
                                 "time": self.train_seconds, "batch_size": bs,
