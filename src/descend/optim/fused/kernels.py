@@ -313,7 +313,8 @@ def _run_adam_route(opt, route, group, params, grads, work, state) -> None:
 
 
 def _uses_adam(algo: str, group, params, grads, plan) -> str | None:
-    if not (FUSED_ADAM_FOR_RMSPROP and algo == "rmsprop" and plan.contiguous and plan.uniform
+    if not (FUSED_ADAM_FOR_RMSPROP and hasattr(torch, "_fused_adam_") and algo == "rmsprop"
+            and plan.contiguous and plan.uniform
             and params[0].device.type == "cpu"
             and all(g.is_contiguous() and g.dtype == params[0].dtype for g in grads)):
         return None
