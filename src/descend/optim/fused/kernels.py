@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from descend.optim.core import Chain
+from descend.optim.fused.tiled import cached_plan
 from descend.optim.fused.torch_kernels import algorithm
 
 __all__ = ["TILE_BYTES", "SMALL_ELEMS", "ALGORITHMS", "FUSED_ADAM_FOR_RMSPROP",
@@ -141,13 +142,6 @@ class _Plan:
     @staticmethod
     def _pack(idx, params, work, state):
         return (idx, [params[i] for i in idx], [work[i] for i in idx], [state[i] for i in idx])
-
-
-def _key(params, work, state) -> tuple:
-    ids = [id(t) for t in params] + [id(t) for t in work]
-    for st in state:
-        ids.extend(id(v) for v in st.values())
-    return tuple(ids)
 
 
 def _flat_grad(g: Tensor) -> Tensor:
@@ -326,13 +320,10 @@ def run(opt, algo: str, group: dict, params: list[Tensor], grads: list[Tensor],
     """One step of ``algo`` on ``group`` with the kernels here (same math, same state)."""
     chain: Chain = opt.transform
     work = opt._workspace(params, grads, copy=False)
-    cache = opt.__dict__.setdefault("_descend_kernel_plans", {})
-    key = _key(params, work, state)
-    plan = cache.get(id(group))
-    if plan is None or plan[0] != key:
-        plan = cache[id(group)] = (key, _Plan(params, work, state, TILE_BYTES))
+    plan, rebuilt = cached_plan(opt, "_descend_kernel_plans", group, params, work, state,
+                                lambda: _Plan(params, work, state, TILE_BYTES))
+    if rebuilt:
         torch._foreach_zero_(work)  # exp_avg of the fused-Adam route: no stale NaN in it
-    plan = plan[1]
     if plan.steps:
         torch._foreach_add_(plan.steps, 1)
     route = _uses_adam(algo, group, params, grads, plan)

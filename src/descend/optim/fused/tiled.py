@@ -127,6 +127,19 @@ def _key(params, work, state) -> tuple:
     return tuple(ids)
 
 
+def cached_plan(opt, attr: str, group: dict, params, work, state, build) -> tuple[Any, bool]:
+    """The plan of ``group`` kept on ``opt`` under ``attr``; ``build()`` makes a new one when
+    the group's parameters, workspace or state tensors are not those it was made for.
+    Returns ``(plan, rebuilt)``."""
+    cache = opt.__dict__.setdefault(attr, {})
+    key = _key(params, work, state)
+    entry = cache.get(id(group))
+    if entry is not None and entry[0] == key:
+        return entry[1], False
+    cache[id(group)] = (key, build())
+    return cache[id(group)][1], True
+
+
 def _contiguous(tensors) -> bool:
     return all(t.is_contiguous() for t in tensors)
 
@@ -141,16 +154,13 @@ def run(opt, group: dict, params: list[Tensor], grads: list[Tensor], state: list
     """One step of ``opt.transform`` on ``group``, tile by tile (same math, same state)."""
     chain: Chain = opt.transform
     work = opt._workspace(params, grads, copy=False)
-    cache = opt.__dict__.setdefault("_descend_tiles", {})
-    key = _key(params, work, state)
-    plan = cache.get(id(group))
-    if plan is None or plan[0] != key:
-        elems = max(1, TILE_BYTES // params[0].element_size())
-        plan = cache[id(group)] = (key, _Plan(params, work, state, elems))
+    elems = max(1, TILE_BYTES // params[0].element_size())
+    plan, _ = cached_plan(opt, "_descend_tiles", group, params, work, state,
+                          lambda: _Plan(params, work, state, elems))
     if chain.uses_step(group):
         for st in state:
             st["step"].add_(1)
-    for entries, ps, ws, sts in plan[1].tiles:
+    for entries, ps, ws, sts in plan.tiles:
         torch._foreach_copy_(ws, [_grad_slice(grads[i], a, b, n) for i, a, b, n in entries])
         updates = ws
         for t in chain.transforms:
