@@ -91,6 +91,51 @@ def test_hooks_called_in_documented_order():
     assert r.calls == ["fit_begin"] + epoch * 2 + ["fit_end"]
 
 
+class FailAtStep(Callback):
+    def __init__(self, step, error=RuntimeError("boom")):
+        self.step, self.error = step, error
+
+    def on_batch_end(self, trainer, logs):
+        if trainer.global_step == self.step:
+            raise self.error
+
+
+class FailingCleanup(Callback):
+    def on_fit_error(self, trainer, error):
+        raise ValueError("cleanup failed too")
+
+
+def test_failed_fit_calls_on_fit_error_not_on_fit_end_and_reraises(tmp_path):
+    import signal
+
+    from descend.train import ActivationMonitor, CheckpointCallback
+
+    x, y = blobs(16)
+    r = Recorder()
+    errors = []
+    r.on_fit_error = lambda trainer, error: errors.append(error)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    mon = ActivationMonitor(interval=1)
+    ckpt = CheckpointCallback(tmp_path / "ckpt", handle_signals=True)
+    fail = FailAtStep(3)
+    t = make(model, batch_size=4, callbacks=[mon, ckpt, r, FailingCleanup(), fail])
+    with pytest.warns(RuntimeWarning, match="FailingCleanup.on_fit_error failed"):
+        with pytest.raises(RuntimeError, match="boom"):
+            t.fit((x, y), epochs=2)
+    assert errors == [fail.error] and "fit_end" not in r.calls
+    # what on_fit_begin took is given back: signal handlers, the monitor's forward hooks
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert all(not m._forward_hooks for m in model.modules())
+    # a KeyboardInterrupt goes through the same path
+    r.calls.clear()
+    errors.clear()
+    t = make(batch_size=4, callbacks=[r, FailAtStep(1, KeyboardInterrupt())])
+    with pytest.raises(KeyboardInterrupt):
+        t.fit((x, y), epochs=1)
+    assert len(errors) == 1 and isinstance(errors[0], KeyboardInterrupt)
+
+
 class ZeroInputsAndPenalty(Callback):
     """Replaces x by zeros (so the data gradient vanishes) and adds 0.5 * c * ||w||^2."""
 

@@ -12,7 +12,8 @@ Hooks, in the order the trainer calls them::
           (optimizer step, schedulers)
         on_batch_end(trainer, logs)          # logs: {"loss", "lr", "grad_norm", ...}
       on_epoch_end(trainer, logs)            # logs: {"train_loss", "val_loss", "val_acc", ...}
-    on_fit_end(trainer)
+    on_fit_end(trainer)                      # after a fit that finished (stopped early included)
+    on_fit_error(trainer, error)             # instead, when the fit raised (then it re-raises)
 
 A callback stops training by setting ``trainer.stop_training = True``. Callbacks that
 watch a metric (early stopping, checkpointing the best, plateau schedules) share
@@ -51,6 +52,11 @@ class Callback:
     def on_batch_end(self, trainer, logs: dict[str, Any]) -> None: ...
     def on_epoch_end(self, trainer, logs: dict[str, Any]) -> None: ...
     def on_fit_end(self, trainer) -> None: ...
+
+    def on_fit_error(self, trainer, error: BaseException) -> None:
+        """Release what ``on_fit_begin`` took (hooks, signal handlers, files) after a fit
+        that raised ``error``; the trainer re-raises it. Unlike ``on_fit_end``, nothing
+        that assumes a finished fit (restoring best weights, a final save) belongs here."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -388,6 +388,11 @@ class CheckpointCallback(MonitorCallback):
         self._restore_handlers()
         self._check_signal(trainer)
 
+    def on_fit_error(self, trainer, error) -> None:
+        # Give SIGTERM/SIGINT back (a notebook's Ctrl-C must work again); no save: the
+        # state of a failed step is not one to resume from, the earlier checkpoints are.
+        self._restore_handlers()
+
     def _restore_handlers(self) -> None:
         for sig, h in self._old_handlers.items():
             signal.signal(sig, h)

@@ -125,6 +125,9 @@ class TensorBoardLogger(Callback):
         if self._writer is not None:
             self._writer.flush()
 
+    def on_fit_error(self, trainer, error) -> None:
+        self.on_fit_end(trainer)  # what was logged so far reaches the event file
+
     def close(self) -> None:
         """Close the event file."""
         if self._writer is not None:

@@ -220,6 +220,9 @@ class ActivationMonitor(_SamplingMonitor):
     def on_fit_end(self, trainer) -> None:
         self.detach()
 
+    def on_fit_error(self, trainer, error) -> None:
+        self.detach()  # no forward hooks left on the model after a failed fit
+
 
 @CALLBACKS.register("update_ratio_monitor")
 class UpdateRatioMonitor(_SamplingMonitor):

@@ -19,6 +19,7 @@ import inspect
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -358,6 +359,14 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
                                      if k.startswith(("train_", "val_"))})
+        except BaseException as error:
+            for cb in cbs:
+                try:
+                    cb.on_fit_error(self, error)
+                except Exception as cleanup_error:  # the original error is the one to see
+                    warnings.warn(f"{type(cb).__name__}.on_fit_error failed: {cleanup_error!r}",
+                                  RuntimeWarning, stacklevel=2)
+            raise
         finally:
             if bar is not None:
                 bar.close()
