@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``descend`` argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="descend",
         description=(
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``descend`` command line on ``argv`` (``sys.argv[1:]`` if None); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

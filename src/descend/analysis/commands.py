@@ -53,6 +53,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
+    """Add the ``doctor`` subcommand to the ``descend`` parser."""
     p = subparsers.add_parser(
         "doctor", help="diagnose a training run (vanishing/exploding gradients, dead units, ...)",
         description="Read RUN_DIR (a `descend compare` folder: results.json and monitors/*.json; "

@@ -303,6 +303,7 @@ def _threads(args) -> int | None:
 
 
 def compare_main(args) -> int:
+    """Run ``descend compare`` with parsed ``args``; return the exit status."""
     if _threads(args):
         return 2
     try:
@@ -316,6 +317,7 @@ def compare_main(args) -> int:
 
 # --------------------------------------------------------------------------- train
 def train_main(args) -> int:
+    """Run ``descend train`` with parsed ``args``; return the exit status."""
     from descend.experiments import runner
     from descend.train import Callback, CSVLogger, TensorBoardLogger
 

@@ -239,6 +239,11 @@ def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def join_path(parts: list[Any]) -> str:
+    """A field path as text, the way error messages show it.
+
+    >>> join_path(["variants", 2, "optimizer", "lr"])
+    'variants[2].optimizer.lr'
+    """
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
@@ -295,6 +300,11 @@ def find(recipe: str | os.PathLike) -> Path:
 
 
 def bundled_names() -> list[str]:
+    """The names of the recipes that ship with descend (``descend compare NAME``).
+
+    >>> isinstance(bundled_names(), list)
+    True
+    """
     return sorted(f.stem for f in RECIPES_DIR.glob("*.yaml"))
 
 

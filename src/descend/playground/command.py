@@ -28,6 +28,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``descend playground`` with parsed ``args``: serve until interrupted; return the exit status."""
     from descend._validation import check_int
     from descend.playground.server import serve
 

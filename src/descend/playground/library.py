@@ -158,6 +158,7 @@ def make_dataset(name: str, *, n: int, noise: float, classes: int, test_fraction
 
 
 def dataset_names() -> list[str]:
+    """The names of the 2-D toy datasets the playground offers."""
     from descend.data.toy2d import KINDS
 
     return list(KINDS)

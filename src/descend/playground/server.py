@@ -218,6 +218,7 @@ def make_server(host: str = "127.0.0.1", port: int = 0, *, max_sessions: int = 1
 
 
 def url_of(srv: ThreadingHTTPServer) -> str:
+    """The ``http://host:port/`` address a running server listens on (IPv6 hosts in brackets)."""
     host, port = srv.server_address[:2]
     host = f"[{host}]" if ":" in host else host
     return f"http://{host}:{port}/"

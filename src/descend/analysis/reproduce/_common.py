@@ -47,6 +47,11 @@ class ClaimResult:
 
 
 def pick(size: str, tiny, full):
+    """``tiny`` when ``size`` is ``"tiny"``, else ``full`` (the claim-size switch).
+
+    >>> pick("tiny", 100, 5000), pick("full", 100, 5000)
+    (100, 5000)
+    """
     check_choice("size", size, list(SIZES))
     return tiny if size == "tiny" else full
 
@@ -58,12 +63,19 @@ def flat(ds) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def digits(val_fraction: float = 0.1, seed: int = 0):
+    """The ``digits`` dataset (:func:`descend.data.load`) with a validation split."""
     from descend.data import load
 
     return load("digits", val_fraction=val_fraction, seed=seed)
 
 
 def subset(xy, n: int | None, seed: int = 0):
+    """At most ``n`` random rows of ``(x, y)`` (all of them if ``n`` is None), seeded.
+
+    >>> x, y = subset((torch.arange(10.0), torch.arange(10)), 3)
+    >>> len(x), bool((x == y.float()).all())
+    (3, True)
+    """
     x, y = xy
     if n is None or n >= len(x):
         return x, y
@@ -121,6 +133,14 @@ def fit(model: nn.Module, opt, train, val=None, *, epochs: int, batch_size: int 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, xy) -> float:
+    """Fraction of ``xy`` classified right by ``model`` (in eval mode; its mode is restored).
+
+    >>> m = torch.nn.Linear(2, 2)
+    >>> with torch.no_grad():
+    ...     _ = m.weight.copy_(torch.eye(2)); _ = m.bias.zero_()
+    >>> accuracy(m, (torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])))
+    0.5
+    """
     was = model.training
     model.eval()
     x, y = xy
@@ -131,6 +151,11 @@ def accuracy(model: nn.Module, xy) -> float:
 
 @torch.no_grad()
 def mean_loss(model: nn.Module, xy, loss_fn=nn.functional.cross_entropy) -> float:
+    """``loss_fn(model(x), y)`` on ``xy`` as a float (in eval mode; its mode is restored).
+
+    >>> mean_loss(torch.nn.Identity(), (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)))  # log 2
+    0.693...
+    """
     was = model.training
     model.eval()
     out = float(loss_fn(model(xy[0]), xy[1]))
@@ -147,10 +172,12 @@ def first_reach(values, target: float, steps) -> int | None:
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A deep copy of ``model.state_dict()`` (later training does not change it)."""
     return copy.deepcopy(model.state_dict())
 
 
 def plt():
+    """``matplotlib.pyplot`` with the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,6 +187,7 @@ def plt():
 
 
 def save(fig, out_dir, name: str) -> str:
+    """Write ``fig`` as ``out_dir/name`` (90 dpi), close it and return ``name``."""
     from pathlib import Path
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)

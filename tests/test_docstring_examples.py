@@ -1,0 +1,42 @@
+"""Every module of descend: its docstring examples run and give what they show, and every public
+function and class defined in it has a docstring."""
+
+import doctest
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+import torch
+
+import descend
+import descend.io
+
+MODULES = sorted(m.name for m in pkgutil.walk_packages(descend.__path__, "descend.")
+                 if m.name != "descend.__main__")
+
+
+def public_objects(module):
+    """The functions and classes defined in ``module`` whose names do not start with ``_``."""
+    for name, obj in vars(module).items():
+        if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+            continue
+        if getattr(obj, "__module__", None) == module.__name__:
+            yield name, obj
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name, monkeypatch, tmp_path):
+    monkeypatch.setattr(descend.io, "FSYNC", False)
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+                             extraglobs={"torch": torch})
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_public_objects_have_docstrings(name):
+    module = importlib.import_module(name)
+    missing = [n for n, obj in public_objects(module) if not (obj.__doc__ or "").strip()]
+    assert not missing, f"{name}: no docstring on {', '.join(missing)}"
