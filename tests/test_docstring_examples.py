@@ -7,7 +7,6 @@ import inspect
 import pkgutil
 
 import pytest
-import torch
 
 import descend
 import descend.io
@@ -30,8 +29,7 @@ def test_docstring_examples_run(name, monkeypatch, tmp_path):
     monkeypatch.setattr(descend.io, "FSYNC", False)
     monkeypatch.chdir(tmp_path)
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-                             extraglobs={"torch": torch})
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
 
 

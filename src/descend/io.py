@@ -61,20 +61,48 @@ FSYNC = os.environ.get("DESCEND_NO_FSYNC", "") not in ("1", "true", "yes")
 
 
 class FileSafetyError(RuntimeError):
-    """Base class of the errors raised when a file cannot be trusted or read."""
+    """Base class of the errors raised when a file cannot be trusted or read.
+
+    >>> issubclass(UnsafeFileError, FileSafetyError), issubclass(CorruptFileError, FileSafetyError)
+    (True, True)
+    """
 
 
 class UnsafeFileError(FileSafetyError):
     """The file would run code when loaded (a pickle global, a YAML python tag, a path
-    escaping an archive's target folder); it was refused without running anything."""
+    escaping an archive's target folder); it was refused without running anything.
+
+    >>> try:
+    ...     load_yaml("x: !!python/object/apply:os.system ['true']", text=True)
+    ... except UnsafeFileError:
+    ...     print("refused")
+    refused
+    """
 
 
 class CorruptFileError(FileSafetyError):
-    """The file is truncated, corrupted or not in the expected format."""
+    """The file is truncated, corrupted or not in the expected format.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "bad.pt"
+    >>> _ = p.write_bytes(b"not a torch file")
+    >>> try:
+    ...     load_state(p)
+    ... except CorruptFileError:
+    ...     print("corrupt")
+    corrupt
+    """
 
 
 class StateMismatchError(ValueError):
-    """Loaded tensors do not match the model (keys, shapes or dtypes)."""
+    """Loaded tensors do not match the model (keys, shapes or dtypes).
+
+    >>> try:
+    ...     check_state_dict({"w": torch.zeros(2)}, {"w": torch.zeros(3)}, source="f")
+    ... except StateMismatchError:
+    ...     print("mismatch")
+    mismatch
+    """
 
 
 # --------------------------------------------------------------------------- writing
@@ -216,6 +244,12 @@ def load_state(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         CorruptFileError: the file is truncated or is not a torch file.
 
     Example: see :func:`save_state`.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "opt.pt"
+    >>> _ = save_state(p, {"lr": 0.1, "momentum_buffer": torch.ones(2)})
+    >>> load_state(p)
+    {'lr': 0.1, 'momentum_buffer': tensor([1., 1.])}
     """
     path = Path(path)
     _require_file(path)
@@ -296,6 +330,13 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module | Mapping[str, 
         StateMismatchError: keys, shapes or dtypes differ from the model.
 
     Example: see :func:`save_weights`.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.safetensors"
+    >>> src = torch.nn.Linear(2, 1); _ = save_weights(p, src)
+    >>> dst = torch.nn.Linear(2, 1)
+    >>> sorted(load_weights(p, dst)), torch.equal(dst.weight, src.weight)
+    (['bias', 'weight'], True)
     """
     from safetensors.torch import load
 
@@ -461,7 +502,13 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pa
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`).
+
+    >>> import tempfile, pathlib
+    >>> p = write_text(pathlib.Path(tempfile.mkdtemp()) / "notes.txt", "lr: 0.1")
+    >>> p.read_text()
+    'lr: 0.1'
+    """
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)

@@ -47,7 +47,17 @@ def _images(x) -> torch.Tensor:
 
 
 class Augmentation:
-    """Base class: draw which examples to change, then :meth:`apply` to those only."""
+    """Base class: draw which examples to change, then :meth:`apply` to those only.
+
+    Example: a subclass only writes ``apply``; each example is changed with probability ``p``.
+
+    >>> class Negate(Augmentation):
+    ...     def apply(self, x):
+    ...         return -x
+    >>> x, y = Negate(p=0.5, seed=0)(torch.ones(6, 1, 2, 2), "labels")
+    >>> x[:, 0, 0, 0].tolist(), y
+    ([-1.0, 1.0, -1.0, -1.0, -1.0, 1.0], 'labels')
+    """
 
     images_only = True
 
@@ -108,7 +118,12 @@ class HorizontalFlip(Augmentation):
 
 @AUGMENTATIONS.register("vflip")
 class VerticalFlip(Augmentation):
-    """Mirror top-bottom: ``x'[..., i, :] = x[..., H - 1 - i, :]`` (p=0.5)."""
+    """Mirror top-bottom: ``x'[..., i, :] = x[..., H - 1 - i, :]`` (p=0.5).
+
+    >>> x = torch.arange(4.).view(1, 1, 4, 1)
+    >>> VerticalFlip(p=1)(x)[0].flatten()
+    tensor([3., 2., 1., 0.])
+    """
 
     def apply(self, x):
         return torch.flip(x, dims=(-2,))
@@ -119,6 +134,11 @@ class Rotate(Augmentation):
     """Rotate about the centre by an angle uniform in ``[-degrees, degrees]`` (kornia; zero fill).
 
     Args: degrees (>= 0, default 15), p (default 0.5), seed (default 0).
+
+    >>> x = torch.zeros(1, 1, 5, 5); x[0, 0, 2, :] = 1          # a horizontal bar
+    >>> out, _ = Rotate(degrees=90, p=1)(x)
+    >>> out.shape, round(float(out[0, 0, 2, 2]), 4)            # the centre stays put
+    (torch.Size([1, 1, 5, 5]), 1.0)
     """
 
     def __init__(self, degrees: float = 15.0, p: float = 0.5, seed: int = 0):
@@ -137,6 +157,13 @@ class Translate(Augmentation):
 
     Args: fraction in [0, 1] (default 0.1), integer (round shifts to whole pixels,
     default True), p (default 0.5), seed.
+
+    >>> x = torch.arange(16.).view(1, 1, 4, 4)
+    >>> Translate(fraction=0.5, p=1)(x)[0][0, 0].round().long()  # here one row down, zero fill
+    tensor([[ 0,  0,  0,  0],
+            [ 0,  1,  2,  3],
+            [ 4,  5,  6,  7],
+            [ 8,  9, 10, 11]])
     """
 
     def __init__(self, fraction: float = 0.1, integer: bool = True, p: float = 0.5, seed: int = 0):
@@ -160,6 +187,11 @@ class Affine(Augmentation):
 
     Args: degrees (default 10), translate (fraction, default 0.1), scale ``(lo, hi)``
     (default (0.9, 1.1)), shear (degrees, default 5), p (default 0.5), seed.
+
+    >>> x = torch.rand(2, 1, 8, 8)
+    >>> out, _ = Affine(degrees=30, p=1)(x)
+    >>> out.shape, bool((out != x).any())
+    (torch.Size([2, 1, 8, 8]), True)
     """
 
     def __init__(self, degrees: float = 10.0, translate: float = 0.1,
@@ -196,6 +228,12 @@ class ElasticDeform(Augmentation):
     drawn from this augmentation's generator).
 
     Args: alpha (default 1.0), sigma (default 4.0), kernel_size (odd, default 9), p, seed.
+
+    >>> x = torch.rand(2, 1, 8, 8)
+    >>> torch.allclose(ElasticDeform(alpha=0.0, p=1)(x)[0], x, atol=1e-5)   # no displacement
+    True
+    >>> bool((ElasticDeform(alpha=2.0, p=1)(x)[0] != x).any())
+    True
     """
 
     def __init__(self, alpha: float = 1.0, sigma: float = 4.0, kernel_size: int = 9,
@@ -228,6 +266,10 @@ class ColorJitter(Augmentation):
     are not clipped (inputs may be standardized).
 
     Args: brightness (0.2), contrast (0.2), saturation (0.0), hue (0.0), p (0.5), seed.
+
+    >>> out, _ = ColorJitter(brightness=0.5, contrast=0.0, p=1)(torch.zeros(2, 1, 2, 2))
+    >>> out[:, 0, 0, 0], bool((out == out[:, :1, :1, :1]).all())  # one shift per image
+    (tensor([-0.0037,  0.2682]), True)
     """
 
     def __init__(self, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.0,
@@ -264,6 +306,10 @@ class HueShift(ColorJitter):
     """Shift the hue of RGB images by ``U(-hue, hue)`` turns (kornia), nothing else.
 
     Args: hue in [0, 0.5] (default 0.1), p (0.5), seed.
+
+    >>> grey = torch.full((1, 3, 2, 2), 0.5)                  # grey has no hue to shift
+    >>> torch.allclose(HueShift(hue=0.5, p=1)(grey)[0], grey, atol=1e-5)
+    True
     """
 
     def __init__(self, hue: float = 0.1, p: float = 0.5, seed: int = 0):
@@ -325,6 +371,10 @@ class GaussianNoise(Augmentation):
     """Add ``N(0, sigma^2)`` noise to every input coordinate (any shape, not only images).
 
     Args: sigma (>= 0, default 0.1), p (default 1.0), seed.
+
+    >>> out, _ = GaussianNoise(sigma=0.1)(torch.zeros(10000))
+    >>> round(float(out.std()), 2)
+    0.1
     """
 
     images_only = False
@@ -342,6 +392,11 @@ class GaussianBlur(Augmentation):
     """Gaussian blur with a per-image ``sigma ~ U(sigma_min, sigma_max)`` (kornia, reflect border).
 
     Args: kernel_size (odd, default 3), sigma_min (0.1), sigma_max (1.5), p (0.5), seed.
+
+    >>> x = torch.zeros(1, 1, 5, 5); x[0, 0, 2, 2] = 1
+    >>> out, _ = GaussianBlur(p=1)(x)
+    >>> round(float(out.sum()), 4), bool(out[0, 0, 2, 2] < 1)   # spread out, total kept
+    (1.0, True)
     """
 
     def __init__(self, kernel_size: int = 3, sigma_min: float = 0.1, sigma_max: float = 1.5,

@@ -111,7 +111,14 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
 
 def make_splits(name: str, x_train, y_train, x_test, y_test, *, val_fraction: float, seed: int,
                 num_classes: int, class_names: list, info: dict | None = None) -> DataSplits:
-    """Carve a stratified validation split from the training arrays and wrap everything."""
+    """Carve a stratified validation split from the training arrays and wrap everything.
+
+    >>> x = np.zeros((20, 2), np.float32); y = np.arange(20) % 2
+    >>> d = make_splits("toy", x, y, x[:4], y[:4], val_fraction=0.2, seed=0, num_classes=2,
+    ...                 class_names=["even", "odd"])
+    >>> len(d.train), len(d.val), len(d.test), d.input_shape, d.info
+    (16, 4, 4, (2,), {'val_fraction': 0.2, 'seed': 0})
+    """
     check_range("val_fraction", val_fraction, ge=0, lt=1)
     check_int("seed", seed, ge=0)
     keep, val = stratified_split(y_train, val_fraction, seed)

@@ -69,11 +69,24 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 
 class DataFileError(ValueError):
-    """A data file is missing, corrupt or not the expected one (the message names it)."""
+    """A data file is missing, corrupt or not the expected one (the message names it).
+
+    >>> try:
+    ...     verify_digest(__file__, "sha256", "0" * 64)
+    ... except DataFileError as e:
+    ...     print("checksum mismatch" in str(e))
+    True
+    """
 
 
 class RawSplits(NamedTuple):
-    """Official train/test arrays as stored in the files (uint8 images, int64 labels)."""
+    """Official train/test arrays as stored in the files (uint8 images, int64 labels).
+
+    >>> s = RawSplits(np.zeros((2, 4, 4), np.uint8), np.array([0, 1]), np.zeros((1, 4, 4), np.uint8),
+    ...               np.array([1]), ["a", "b"])
+    >>> s.x_train.shape, s.y_test.tolist(), s.class_names
+    ((2, 4, 4), [1], ['a', 'b'])
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -99,7 +112,17 @@ def file_digest(path, algorithm: str = "sha256") -> str:
 
 
 def verify_digest(path, algorithm: str, expected: str) -> None:
-    """Raise :class:`DataFileError` naming ``path`` if its digest is not ``expected``."""
+    """Raise :class:`DataFileError` naming ``path`` if its digest is not ``expected``.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "data.bin"
+    >>> _ = p.write_bytes(b"abc")
+    >>> verify_digest(p, "md5", "900150983cd24fb0d6963f7d28e17f72")   # md5("abc"): passes
+    >>> verify_digest(p, "md5", "0" * 32)
+    Traceback (most recent call last):
+        ...
+    descend.data.files.DataFileError: .../data.bin: md5 checksum mismatch: got 9001...
+    """
     got = file_digest(path, algorithm)
     if got != expected:
         raise DataFileError(

@@ -114,35 +114,60 @@ _simple("identity", nn.Identity, "No non-linearity (a linear network).")
 
 @ACTIVATIONS.register("leaky_relu")
 def leaky_relu(negative_slope: float = 0.01) -> nn.Module:
-    """Leaky ReLU: x for x >= 0, negative_slope * x otherwise (notes: 0.01)."""
+    """Leaky ReLU: x for x >= 0, negative_slope * x otherwise (notes: 0.01).
+
+    >>> leaky_relu(0.1)(torch.tensor([-2.0, 3.0]))
+    tensor([-0.2000,  3.0000])
+    """
     return nn.LeakyReLU(float(check_range("negative_slope", negative_slope, ge=0)))
 
 
 @ACTIVATIONS.register("prelu")
 def prelu(num_parameters: int = 1, init: float = 0.25) -> nn.Module:
-    """Parametric ReLU: the negative slope is learned (He et al. 2015)."""
+    """Parametric ReLU: the negative slope is learned (He et al. 2015).
+
+    >>> act = prelu(init=0.25)
+    >>> act(torch.tensor([-4.0, 1.0])).tolist(), [p.numel() for p in act.parameters()]
+    ([-1.0, 1.0], [1])
+    """
     return nn.PReLU(check_int("num_parameters", num_parameters, ge=1), float(check_range("init", init)))
 
 
 @ACTIVATIONS.register("elu")
 def elu(alpha: float = 1.0) -> nn.Module:
-    """ELU: x for x > 0, alpha (e^x - 1) otherwise."""
+    """ELU: x for x > 0, alpha (e^x - 1) otherwise.
+
+    >>> elu(1.0)(torch.tensor([-1.0, 2.0]))  # e^-1 - 1 = -0.6321
+    tensor([-0.6321,  2.0000])
+    """
     return nn.ELU(float(check_range("alpha", alpha, gt=0)))
 
 
 @ACTIVATIONS.register("gelu")
 def gelu(approximate: str = "none") -> nn.Module:
-    """GELU x * Phi(x) (``approximate="tanh"`` for the tanh approximation)."""
+    """GELU x * Phi(x) (``approximate="tanh"`` for the tanh approximation).
+
+    >>> gelu()(torch.tensor([-1.0, 0.0, 1.0]))  # x Phi(x)
+    tensor([-0.1587,  0.0000,  0.8413])
+    """
     return nn.GELU(approximate=check_choice("approximate", approximate, ["none", "tanh"]))
 
 
 @ACTIVATIONS.register("scaled_tanh")
 def scaled_tanh(amplitude: float = 1.7159, slope: float = 2.0 / 3.0) -> nn.Module:
-    """LeCun's scaled tanh 1.7159 tanh(2x/3)."""
+    """LeCun's scaled tanh 1.7159 tanh(2x/3).
+
+    >>> scaled_tanh()(torch.tensor([0.0, 1.5]))  # 1.7159 tanh(1) = 1.3068
+    tensor([0.0000, 1.3068])
+    """
     return ScaledTanh(amplitude, slope)
 
 
 @ACTIVATIONS.register("maxout")
 def maxout(pieces: int = 2, dim: int = 1) -> nn.Module:
-    """Maxout over ``pieces`` groups of features (divides the width by ``pieces``)."""
+    """Maxout over ``pieces`` groups of features (divides the width by ``pieces``).
+
+    >>> maxout(pieces=2)(torch.tensor([[1.0, 5.0, 3.0, 2.0]]))  # max(1, 5), max(3, 2)
+    tensor([[5., 3.]])
+    """
     return Maxout(pieces, dim)

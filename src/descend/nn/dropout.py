@@ -104,7 +104,11 @@ class DropoutMLP(nn.Sequential):
 def is_stochastic(module: nn.Module) -> bool:
     """Whether ``module`` samples masks in train mode: torch's dropout layers, :class:`Dropout`,
     DropConnect layers (``descend.nn.DropConnectLinear``), and any layer with a true
-    ``stochastic`` attribute."""
+    ``stochastic`` attribute.
+
+    >>> is_stochastic(torch.nn.Dropout(0.5)), is_stochastic(Dropout(0.8)), is_stochastic(torch.nn.ReLU())
+    (True, True, False)
+    """
     return (isinstance(module, nn.modules.dropout._DropoutNd) or bool(getattr(module, "stochastic", False))
             or type(module).__name__.startswith("DropConnect"))
 

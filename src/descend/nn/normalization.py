@@ -22,7 +22,11 @@ WEIGHT_NORMS = ("weight", "spectral")
 
 
 def check_norm(norm):
-    """Validate a ``norm`` name (None allowed)."""
+    """Validate a ``norm`` name (None allowed).
+
+    >>> check_norm("batch"), check_norm(None)
+    ('batch', None)
+    """
     return check_choice("norm", norm, NORMS)
 
 
@@ -61,7 +65,14 @@ def norm_layer(norm: str | None, num_features: int, spatial_dims: int, *, groups
 
 
 def weight_normalize(layer: nn.Module, norm: str | None) -> nn.Module:
-    """Reparametrize ``layer.weight`` for ``norm="weight"`` or ``"spectral"``; else unchanged."""
+    """Reparametrize ``layer.weight`` for ``norm="weight"`` or ``"spectral"``; else unchanged.
+
+    >>> layer = weight_normalize(nn.Linear(3, 2), "weight")
+    >>> sorted(name for name, _ in layer.named_parameters())
+    ['bias', 'parametrizations.weight.original0', 'parametrizations.weight.original1']
+    >>> weight_normalize(nn.Linear(3, 2), None).weight.shape
+    torch.Size([2, 3])
+    """
     check_norm(norm)
     if norm == "weight":
         return parametrizations.weight_norm(layer)
