@@ -36,6 +36,21 @@ class Callback:
 
     ``state_dict`` / ``load_state_dict`` let a checkpoint carry the callback's
     counters so that a resumed run continues exactly.
+
+    Example: a callback that counts the epochs it has seen.
+
+    >>> import torch
+    >>> from descend.train import Trainer
+    >>> class CountEpochs(Callback):
+    ...     def __init__(self):
+    ...         self.n = 0
+    ...     def on_epoch_end(self, trainer, logs):
+    ...         self.n += 1
+    >>> cb, m = CountEpochs(), torch.nn.Linear(2, 2)
+    >>> t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), callbacks=[cb])
+    >>> _ = t.fit((torch.randn(8, 2), torch.zeros(8, dtype=torch.long)), epochs=3)
+    >>> cb.n
+    3
     """
 
     def on_fit_begin(self, trainer) -> None: ...

@@ -53,7 +53,14 @@ _NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)$")
 # ----------------------------------------------------------------------------- RNG
 
 def rng_state() -> dict[str, Any]:
-    """The global RNG states (torch CPU, every CUDA device, numpy, python) as plain data."""
+    """The global RNG states (torch CPU, every CUDA device, numpy, python) as plain data.
+
+    >>> s = rng_state()
+    >>> a = torch.rand(2)
+    >>> set_rng_state(s)
+    >>> torch.equal(torch.rand(2), a)     # the same draws again
+    True
+    """
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(),
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
@@ -65,7 +72,14 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore :func:`rng_state`."""
+    """Restore :func:`rng_state`.
+
+    >>> import random
+    >>> s = rng_state(); a = (random.random(), float(np.random.rand()))
+    >>> set_rng_state(s)
+    >>> (random.random(), float(np.random.rand())) == a
+    True
+    """
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
@@ -91,7 +105,18 @@ def _sha256(path: Path) -> str:
 
 
 def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints in ``directory``, oldest first (by step, then epoch)."""
+    """Complete checkpoints in ``directory``, oldest first (by step, then epoch).
+
+    >>> import tempfile
+    >>> from descend.train import Trainer
+    >>> m = torch.nn.Linear(2, 2); d = tempfile.mkdtemp()
+    >>> t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), batch_size=4)
+    >>> for _ in range(2):
+    ...     _ = t.fit((torch.randn(8, 2), torch.zeros(8, dtype=torch.long)), epochs=1)
+    ...     _ = save_checkpoint(t, d)
+    >>> [p.name for p in list_checkpoints(d)]
+    ['ckpt-e000001-s000000002', 'ckpt-e000002-s000000004']
+    """
     d = Path(directory)
     if not d.is_dir():
         return []
@@ -104,13 +129,32 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint in ``directory`` (None if there is none)."""
+    """The newest complete checkpoint in ``directory`` (None if there is none).
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> latest_checkpoint(d) is None
+    True
+    >>> from descend.train import Trainer
+    >>> m = torch.nn.Linear(2, 2); t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1))
+    >>> p = save_checkpoint(t, d)
+    >>> latest_checkpoint(d) == p
+    True
+    """
     cks = list_checkpoints(directory)
     return cks[-1] if cks else None
 
 
 def save_checkpoint(trainer, directory: str | os.PathLike, *, metric: float | None = None) -> Path:
-    """Write the trainer's full state as a new checkpoint folder, atomically; return it."""
+    """Write the trainer's full state as a new checkpoint folder, atomically; return it.
+
+    >>> import tempfile
+    >>> from descend.train import Trainer
+    >>> m = torch.nn.Linear(2, 2); t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1))
+    >>> p = save_checkpoint(t, tempfile.mkdtemp(), metric=0.5)
+    >>> p.name, sorted(f.name for f in p.iterdir())
+    ('ckpt-e000000-s000000000', ['manifest.json', 'model.safetensors', 'state.pt'])
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-e{trainer.epoch:06d}-s{trainer.global_step:09d}"
@@ -144,7 +188,15 @@ def save_checkpoint(trainer, directory: str | os.PathLike, *, metric: float | No
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a checkpoint folder, after checking both files' SHA-256."""
+    """The manifest of a checkpoint folder, after checking both files' SHA-256.
+
+    >>> import tempfile
+    >>> from descend.train import Trainer
+    >>> m = torch.nn.Linear(2, 2); t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1))
+    >>> mf = read_manifest(save_checkpoint(t, tempfile.mkdtemp(), metric=0.5))
+    >>> mf["epoch"], mf["step"], mf["metric"], sorted(mf["sha256"])
+    (0, 0, 0.5, ['model.safetensors', 'state.pt'])
+    """
     path = Path(path)
     mf = path / "manifest.json"
     if not mf.is_file():

@@ -38,27 +38,47 @@ __all__ = ["DistributedCallback", "cleanup", "is_distributed", "is_main_process"
 
 
 def launched_by_torchrun() -> bool:
-    """True when the environment has torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``."""
+    """True when the environment has torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``.
+
+    >>> launched_by_torchrun()    # a plain python process
+    False
+    """
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
 
 
 def is_distributed() -> bool:
-    """True inside an initialised process group."""
+    """True inside an initialised process group.
+
+    >>> is_distributed()
+    False
+    """
     return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
-    """This process's rank (0 outside a process group)."""
+    """This process's rank (0 outside a process group).
+
+    >>> rank()
+    0
+    """
     return dist.get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
-    """Number of processes (1 outside a process group)."""
+    """Number of processes (1 outside a process group).
+
+    >>> world_size()
+    1
+    """
     return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main_process() -> bool:
-    """Rank 0 (or no process group): the only process that writes files."""
+    """Rank 0 (or no process group): the only process that writes files.
+
+    >>> is_main_process()
+    True
+    """
     return rank() == 0
 
 
@@ -74,6 +94,11 @@ def setup(backend: str | None = None, device: str | None = None) -> torch.device
     Raises:
         RuntimeError: not launched by torchrun (no ``RANK`` / ``WORLD_SIZE`` /
             ``LOCAL_RANK``), naming the command to use.
+
+    >>> setup()                   # a plain python process
+    Traceback (most recent call last):
+        ...
+    RuntimeError: data-parallel training needs torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK): ...
     """
     if not launched_by_torchrun():
         raise RuntimeError("data-parallel training needs torchrun's environment (RANK, WORLD_SIZE, "
@@ -99,6 +124,9 @@ def cleanup() -> None:
     Every rank first waits at a barrier: a gloo rank that tears its connections down
     while a peer is still finishing (saving results, say) can abort the peer's
     process ("terminate called without an active exception").
+
+    >>> cleanup(); is_distributed()
+    False
     """
     if is_distributed():
         dist.barrier()
@@ -150,6 +178,12 @@ def shard_loader(data, batch_size: int, *, seed: int = 0, shuffle: bool = True,
         batch_size: per-rank batch size (global batch = world size * batch_size).
         seed, shuffle, drop_last: as ``DistributedSampler`` / ``DataLoader``.
         num_replicas, rank_: override the process group's (for tests / single process).
+
+    >>> x, y = torch.arange(10.0), torch.arange(10)
+    >>> r0 = shard_loader((x, y), 2, num_replicas=2, rank_=0)
+    >>> r1 = shard_loader((x, y), 2, num_replicas=2, rank_=1)
+    >>> [len(b) for b, _ in r0], sorted(list(r0.sampler) + list(r1.sampler)) == list(range(10))
+    ([2, 2, 1], True)
     """
     check_int("batch_size", batch_size, ge=1)
     if isinstance(data, (tuple, list)):
@@ -220,6 +254,13 @@ class DistributedCallback(Callback):
 
     Args:
         loader: the training ``DataLoader`` from :func:`shard_loader`.
+
+    Example:
+        >>> import types
+        >>> loader = shard_loader((torch.arange(8.0), torch.arange(8)), 2, num_replicas=2, rank_=0)
+        >>> DistributedCallback(loader).on_epoch_begin(types.SimpleNamespace(epoch=3))
+        >>> loader.sampler.epoch
+        3
     """
 
     def __init__(self, loader: DataLoader):
@@ -259,6 +300,18 @@ def prepare_fit(trainer, train_data, *, checkpoint_dir=None, resume: bool = Fals
     and put a :class:`DistributedCallback` first. With ``resume``: restore the newest
     checkpoint in ``checkpoint_dir`` if there is one (the fit then runs
     ``epochs - trainer.epoch`` more epochs). Used by ``descend train``.
+
+    >>> import tempfile
+    >>> from descend.train import Trainer
+    >>> from descend.train.checkpoint import save_checkpoint
+    >>> data, d = (torch.randn(8, 2), torch.zeros(8, dtype=torch.long)), tempfile.mkdtemp()
+    >>> m = torch.nn.Linear(2, 2); t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1))
+    >>> _ = t.fit(data, epochs=2); _ = save_checkpoint(t, d)
+    >>> m2 = torch.nn.Linear(2, 2); t2 = Trainer(m2, torch.optim.SGD(m2.parameters(), lr=0.1))
+    >>> prepare_fit(t2, data, checkpoint_dir=d, resume=True) is None    # one process: no loader
+    True
+    >>> t2.epoch, torch.equal(m2.weight, m.weight)                      # resumed after epoch 2
+    (2, True)
     """
     from descend.train.checkpoint import latest_checkpoint, restore
 

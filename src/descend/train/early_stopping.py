@@ -139,7 +139,15 @@ class EarlyStopping(MonitorCallback):
 
 
 class StopAfterSteps(Callback):
-    """Stop once ``trainer.global_step`` reaches ``steps`` (used to retrain for a step count)."""
+    """Stop once ``trainer.global_step`` reaches ``steps`` (used to retrain for a step count).
+
+    >>> from descend.train import Trainer
+    >>> m = torch.nn.Linear(2, 2)
+    >>> t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), batch_size=4, callbacks=[StopAfterSteps(5)])
+    >>> _ = t.fit((torch.randn(16, 2), torch.zeros(16, dtype=torch.long)), epochs=10)  # 4 steps per epoch
+    >>> t.global_step, t.epoch
+    (5, 2)
+    """
 
     def __init__(self, steps: int):
         self.steps = check_int("steps", steps, ge=0)
@@ -255,6 +263,16 @@ def continue_on_all(trainer, train_data, val_data, *, max_epochs: int, max_extra
 
     Returns:
         ``{"best_epoch", "best_step", "target", "extra_epochs", "reached", "final"}``.
+
+    Example:
+        >>> from descend.train import Trainer
+        >>> torch.manual_seed(0); m = torch.nn.Linear(2, 2)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), batch_size=8)
+        >>> x = torch.randn(40, 2); y = (x[:, 0] > 0).long()
+        >>> info = continue_on_all(t, (x[:32], y[:32]), (x[32:], y[32:]), max_epochs=3, max_extra_epochs=5)
+        >>> info["best_epoch"], info["extra_epochs"], info["reached"], info["final"] < info["target"]
+        (3, 1, True, True)
     """
     check_int("max_epochs", max_epochs, ge=1)
     check_int("max_extra_epochs", max_extra_epochs, ge=0)

@@ -87,6 +87,15 @@ class TensorBoardLogger(Callback):
 
     Args:
         log_dir: the event-file folder (``tensorboard --logdir`` points at it or a parent).
+
+    Example:
+        >>> import pathlib, tempfile, torch
+        >>> from descend.train import Trainer
+        >>> d = tempfile.mkdtemp(); m = torch.nn.Linear(2, 2)
+        >>> t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), callbacks=[TensorBoardLogger(d)])
+        >>> _ = t.fit((torch.randn(8, 2), torch.zeros(8, dtype=torch.long)), epochs=1)
+        >>> [f.name.startswith("events.out.tfevents") for f in pathlib.Path(d).iterdir()]
+        [True]
     """
 
     def __init__(self, log_dir: str | os.PathLike):

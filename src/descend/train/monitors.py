@@ -234,6 +234,16 @@ class UpdateRatioMonitor(_SamplingMonitor):
 
     Args:
         interval: sample one step in ``interval`` (default 10).
+
+    Example:
+        >>> from descend.train import Trainer
+        >>> m = torch.nn.Linear(2, 2)
+        >>> t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), batch_size=4,
+        ...             callbacks=[UpdateRatioMonitor(interval=2)])
+        >>> _ = t.fit((torch.randn(8, 2), torch.zeros(8, dtype=torch.long)), epochs=2)
+        >>> table = t.history.monitors["update_ratio"]
+        >>> table["step"], sorted(k for k in table if k != "step")   # steps 0 and 2 sampled
+        ([0, 2], ['update_ratio/bias', 'update_ratio/weight'])
     """
 
     key = "update_ratio"
@@ -267,6 +277,15 @@ class HyperparameterMonitor(_SamplingMonitor):
 
     Args:
         interval: sample one step in ``interval`` (default 10).
+
+    Example:
+        >>> from descend.train import Trainer
+        >>> m = torch.nn.Linear(2, 2)
+        >>> t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), batch_size=4,
+        ...             callbacks=[HyperparameterMonitor(interval=1)])
+        >>> _ = t.fit((torch.randn(8, 2), torch.zeros(8, dtype=torch.long)), epochs=1)
+        >>> t.history.monitors["hyperparameters"]
+        {'step': [0, 1], 'lr/0': [0.1, 0.1], 'momentum/0': [0.9, 0.9]}
     """
 
     key = "hyperparameters"
@@ -313,7 +332,15 @@ def light_monitors(interval: int = 20) -> list[Callback]:
 
 def plot_monitors(monitors: dict[str, dict[str, list]], path, *, prefixes=("grad_norm/", "std/",
                   "dead/", "saturated/", "update_ratio/")) -> str:
-    """One panel per statistic family (per-layer curves against the step); PNG path."""
+    """One panel per statistic family (per-layer curves against the step); PNG path.
+
+    Example:
+        >>> import os, tempfile
+        >>> table = {"step": [1, 2, 3], "grad_norm/w": [1.0, 0.5, 0.2], "std/1": [1.0, 0.9, 0.8]}
+        >>> path = plot_monitors({"grads": table}, os.path.join(tempfile.mkdtemp(), "m.png"))
+        >>> path.endswith("m.png"), os.path.getsize(path) > 0
+        (True, True)
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -343,7 +370,21 @@ def plot_monitors(monitors: dict[str, dict[str, list]], path, *, prefixes=("grad
 
 def plot_activation_histograms(monitor: "ActivationMonitor", path, *, step: int | None = None) -> str:
     """Histograms of every watched layer's output at one sampled step (default: the
-    first), one panel per layer (notes 002: distributions of activations across depth)."""
+    first), one panel per layer (notes 002: distributions of activations across depth).
+
+    Example:
+        >>> import os, tempfile
+        >>> from descend.train import Trainer
+        >>> mon = ActivationMonitor(interval=1, bins=5)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+        >>> t = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=4, callbacks=[mon])
+        >>> _ = t.fit((torch.randn(8, 3), torch.zeros(8, dtype=torch.long)), epochs=1)
+        >>> [(h["step"], h["layer"], sum(h["counts"])) for h in mon.histograms]   # 4 x 4 values a step
+        [(0, '1', 16.0), (1, '1', 16.0)]
+        >>> path = plot_activation_histograms(mon, os.path.join(tempfile.mkdtemp(), "h.png"), step=1)
+        >>> os.path.getsize(path) > 0
+        True
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -374,6 +415,13 @@ def save_monitors(source, directory) -> str:
     """Write the monitor tables (``trainer.history.monitors``, or that dict) to
     ``directory/monitors.json``, where ``descend doctor`` looks for them; return the path.
     Non-finite values are written as ``null``.
+
+    Example:
+        >>> import json, tempfile
+        >>> path = save_monitors({"grads": {"step": [1, 2], "grad_norm": [0.5, float("nan")]}},
+        ...                      tempfile.mkdtemp())
+        >>> json.load(open(path))
+        {'grads': {'step': [1, 2], 'grad_norm': [0.5, None]}}
     """
     import json
     import os

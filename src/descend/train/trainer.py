@@ -55,6 +55,13 @@ class History:
     ``batch_size``, ``lr``, ``train_loss`` (mean data loss over the epoch's batches,
     without ``on_loss`` terms, so it compares with ``val_loss``), ``train_<metric>``,
     and ``val_loss`` / ``val_<metric>`` when validation data is given.
+
+    Example:
+        >>> m = torch.nn.Linear(2, 2)
+        >>> t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), batch_size=4)
+        >>> h = t.fit((torch.randn(8, 2), torch.zeros(8, dtype=torch.long)), epochs=2)
+        >>> h.steps["step"], h.epochs["epoch"], h.epochs["lr"]
+        ([1, 2, 3, 4], [1, 2], [0.1, 0.1])
     """
 
     steps: dict[str, list] = field(default_factory=dict)
