@@ -67,6 +67,21 @@ class Schedule:
 
     Subclasses implement :meth:`value` and set ``self._args`` (the constructor's
     arguments, for ``repr``). Calling the schedule validates ``t`` (an int >= 0).
+
+    Example: a schedule that halves every ``k`` steps.
+
+    >>> class Halve(Schedule):
+    ...     def __init__(self, k):
+    ...         self.k, self._args = k, {"k": k}
+    ...     def value(self, t):
+    ...         return 0.5 ** (t // self.k)
+    >>> s = Halve(2)
+    >>> s, [s(t) for t in range(5)]
+    (Halve(k=2), [1.0, 1.0, 0.5, 0.5, 0.25])
+    >>> s(-1)
+    Traceback (most recent call last):
+        ...
+    ValueError: ...
     """
 
     _args: dict[str, Any] = {}

@@ -27,6 +27,14 @@ def set_weight(module: nn.Module, name: str, value: torch.Tensor) -> None:
     For weight norm (``w = g v/||v||``) this sets ``v = value`` and ``g = ||value||``, so the
     effective weight is ``value``; for spectral norm the stored weight becomes ``value``
     (the effective one stays ``value / sigma_max``).
+
+    >>> from torch.nn.utils import parametrizations
+    >>> layer = parametrizations.weight_norm(nn.Linear(2, 2))
+    >>> set_weight(layer, "weight", torch.eye(2))
+    >>> torch.equal(layer.weight, torch.eye(2))        # the effective weight, through g v/||v||
+    True
+    >>> plain = nn.Linear(2, 2); set_weight(plain, "bias", torch.ones(2)); plain.bias.tolist()
+    [1.0, 1.0]
     """
     with torch.no_grad():
         if parametrize.is_parametrized(module, name):

@@ -40,7 +40,11 @@ def _scalar_dtype() -> torch.dtype:
 
 
 def step_values(state: Sequence[dict]) -> list[float]:
-    """The step counter of each parameter (1 at the first update), as Python floats."""
+    """The step counter of each parameter (1 at the first update), as Python floats.
+
+    >>> step_values([{"step": torch.tensor(3.0)}, {"step": 1}])
+    [3.0, 1.0]
+    """
     return [float(st["step"]) for st in state]
 
 
@@ -57,6 +61,20 @@ class Transform:
       state    list of per-parameter dicts (shared by all transforms of a chain);
       params   the parameters (read only);
       hyper    the parameter group (``lr``, ``betas``, ...), read at every step.
+
+    Example: a transform that multiplies the updates by a hyperparameter ``factor``.
+
+    >>> class Scale(Transform):
+    ...     defaults = {"factor": 2.0}
+    ...     def update(self, updates, state, params, hyper):
+    ...         return [u * hyper["factor"] for u in updates]
+    >>> tx, w = Scale(factor=3.0), torch.zeros(2)
+    >>> tx.defaults, tx.update([torch.ones(2)], tx.init([w]), [w], tx.defaults)
+    ({'factor': 3.0}, [tensor([3., 3.])])
+    >>> Scale(lr=0.1)
+    Traceback (most recent call last):
+        ...
+    TypeError: ...
     """
 
     defaults: dict[str, Any] = {}
@@ -92,7 +110,14 @@ class Transform:
 
 
 class Chain(Transform):
-    """Transforms applied one after the other; see :func:`chain`."""
+    """Transforms applied one after the other; see :func:`chain`.
+
+    >>> from descend.optim import clip_by_global_norm, scale_by_lr
+    >>> tx = Chain(clip_by_global_norm(clip_norm=1.0), scale_by_lr(lr=0.5))
+    >>> w = torch.zeros(2)
+    >>> tx.update([torch.tensor([3.0, 4.0])], tx.init([w]), [w], tx.defaults)  # norm 5 -> 1, times -lr
+    [tensor([-0.3000, -0.4000])]
+    """
 
     def __init__(self, *transforms: Transform):
         for t in transforms:
@@ -331,7 +356,14 @@ class Optimizer(torch.optim.Optimizer):
 
 def check_torch_flags(*, foreach=None, capturable=False, differentiable=False,
                       fused=None) -> None:
-    """Check torch's implementation flags: accepted for drop-in use, not all supported."""
+    """Check torch's implementation flags: accepted for drop-in use, not all supported.
+
+    >>> check_torch_flags(foreach=True)          # accepted
+    >>> check_torch_flags(fused=True)
+    Traceback (most recent call last):
+        ...
+    ValueError: ...
+    """
     if foreach is not None:
         check_bool("foreach", foreach)
     if capturable is not False:

@@ -151,6 +151,14 @@ def with_extras(*core: Transform) -> Chain:
     by its keyword: clip_value, clip_norm (clip_norm_type), grad_noise
     (grad_noise_gamma), weight_decay (decoupled_weight_decay, weight_decay_exclude),
     l1 (l1_mode).
+
+    >>> from descend.optim import scale_by_lr
+    >>> tx = with_extras(scale_by_lr())
+    >>> len(tx.transforms), type(tx.transforms[6]).__name__, tx.defaults["clip_norm"]   # extras off
+    (9, 'scale_by_lr', None)
+    >>> w = torch.zeros(2); hyper = {**tx.defaults, "lr": 0.1, "clip_norm": 1.0}
+    >>> tx.update([torch.tensor([3.0, 4.0])], tx.init([w]), [w], hyper)   # clipped to norm 1, times -lr
+    [tensor([-0.0600, -0.0800])]
     """
     return Chain(flip_sign(), clip_by_value(), clip_by_global_norm(), add_noise(),
                  add_weight_decay(), add_l1(), *core, add_decoupled_weight_decay(), prox_l1())

@@ -74,6 +74,17 @@ def choose(transform, group: dict, params: list[Tensor]) -> tuple[str, str]:
     """``(backend, why)``: the path ``group``'s ``backend`` setting gives these params.
 
     ``why`` explains a forced backend that cannot run (then ``backend`` is "").
+
+    >>> import torch
+    >>> from descend.optim import Adam
+    >>> w = torch.nn.Parameter(torch.zeros(3)); opt = Adam([w], lr=0.1)
+    >>> g = opt.param_groups[0]
+    >>> choose(opt.transform, {**g, "backend": "tiled"}, [w])
+    ('tiled', '')
+    >>> choose(opt.transform, {**g, "backend": "kernel"}, [w])
+    ('', 'descend has kernels for RMSprop and Adadelta only')
+    >>> choose(opt.transform, {**g, "backend": "foreach", "clip_norm": 1.0}, [w])
+    ('', "clipping is not in torch's adam")
     """
     want = group.get("backend", "auto")
     if want == "reference":

@@ -70,7 +70,15 @@ _NO_BIAS_STEP = float(2 ** 40)
 
 
 def kernel_config(transform: Chain, group: Mapping[str, Any]) -> tuple[str | None, str]:
-    """``(algorithm, "")`` when a kernel here computes ``group``, else ``(None, why)``."""
+    """``(algorithm, "")`` when a kernel here computes ``group``, else ``(None, why)``.
+
+    >>> import torch
+    >>> from descend.optim import RMSprop
+    >>> opt = RMSprop([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    >>> g = opt.param_groups[0]
+    >>> kernel_config(opt.transform, g), kernel_config(opt.transform, {**g, "l1": 0.01})
+    (('rmsprop', ''), (None, "l1 is not in descend's rmsprop kernel"))
+    """
     algo = algorithm(transform)
     if algo not in ALGORITHMS:
         return None, "descend has kernels for RMSprop and Adadelta only"

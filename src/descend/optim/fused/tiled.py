@@ -42,7 +42,15 @@ TILE_BYTES = 1 << 22
 
 
 def tiled_config(transform: Chain, group: Mapping[str, Any]) -> str | None:
-    """Why the chain cannot run tile by tile under ``group``, or None when it can."""
+    """Why the chain cannot run tile by tile under ``group``, or None when it can.
+
+    >>> import torch
+    >>> from descend.optim import Adam
+    >>> opt = Adam([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    >>> g = opt.param_groups[0]
+    >>> tiled_config(opt.transform, g), tiled_config(opt.transform, {**g, "clip_norm": 1.0})
+    (None, 'clip_norm couples all coordinates')
+    """
     for t in transform.transforms:
         if not (isinstance(t, ELEMENTWISE) or getattr(t, "elementwise", False)):
             return f"{type(t).__name__} is not elementwise"
@@ -57,7 +65,11 @@ def tiled_config(transform: Chain, group: Mapping[str, Any]) -> str | None:
 
 
 def structure(group: Mapping[str, Any]) -> tuple:
-    """The options of ``group`` that decide which state exists (numbers: zero or not)."""
+    """The options of ``group`` that decide which state exists (numbers: zero or not).
+
+    >>> structure({"params": [], "lr": 0.1, "momentum": 0.0, "nesterov": False, "backend": "auto"})
+    (('lr', True), ('momentum', False), ('nesterov', False), ('backend', 'auto'))
+    """
     out = []
     for k, v in group.items():
         if k in ("params", "param_names"):

@@ -48,7 +48,14 @@ HAS_FUSED = {"cpu": {"sgd", "adagrad", "adam"}, "cuda": {"sgd", "adam"}}
 
 
 def algorithm(transform: Chain) -> str | None:
-    """The torch algorithm whose chain ``transform`` is ("adam", "sgd", ...), or None."""
+    """The torch algorithm whose chain ``transform`` is ("adam", "sgd", ...), or None.
+
+    >>> import torch
+    >>> from descend.optim import SGD, chain, scale_by_lr
+    >>> w = torch.nn.Parameter(torch.zeros(2))
+    >>> algorithm(SGD([w], lr=0.1).transform), algorithm(chain(scale_by_lr()))   # a hand-made chain
+    ('sgd', None)
+    """
     seen = transform.__dict__.get("_descend_algorithm")
     if seen is not None and seen[0] is transform.transforms:
         return seen[1]
@@ -87,7 +94,15 @@ def _momentum_off(group: Mapping[str, Any], nesterov_ok: bool) -> str | None:
 
 
 def torch_config(transform: Chain, group: Mapping[str, Any]) -> tuple[str | None, str]:
-    """``(algorithm, "")`` when torch's kernels compute this group, else ``(None, why)``."""
+    """``(algorithm, "")`` when torch's kernels compute this group, else ``(None, why)``.
+
+    >>> import torch
+    >>> from descend.optim import RMSprop
+    >>> opt = RMSprop([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    >>> g = opt.param_groups[0]
+    >>> torch_config(opt.transform, g), torch_config(opt.transform, {**g, "clip_norm": 1.0})
+    (('rmsprop', ''), (None, "clipping is not in torch's rmsprop"))
+    """
     algo = algorithm(transform)
     if algo is None:
         return None, "the chain is not one of torch's algorithms"
