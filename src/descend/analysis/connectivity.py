@@ -137,6 +137,15 @@ def path_losses(model: torch.nn.Module, loss_fn: Callable, data, curve: BezierCu
 
     Returns:
         ``(ts, line_losses, curve_losses)``.
+
+    Example: one weight ``w`` with loss ``w^2``, between ``w = -1`` and ``w = 1``.
+
+    >>> model = torch.nn.Linear(1, 1, bias=False)
+    >>> data = (torch.ones(1, 1), torch.zeros(1, 1))
+    >>> curve = BezierCurve(torch.tensor([-1.0]), torch.tensor([1.0]), bend=torch.tensor([1.0]))
+    >>> ts, line, bent = path_losses(model, torch.nn.functional.mse_loss, data, curve, points=3)
+    >>> ts.tolist(), line.tolist(), bent.tolist()      # the curve passes w = 0.5 at t = 0.5
+    ([0.0, 0.5, 1.0], [1.0, 0.0, 1.0], [1.0, 0.25, 1.0])
     """
     check_int("points", points, ge=2)
     saved = get_vector(model)

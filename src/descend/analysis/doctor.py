@@ -70,7 +70,12 @@ TITLES = {
 
 @dataclass
 class Finding:
-    """One diagnosis: ``code`` (a key of ``ADVICE``), what was seen, what to do."""
+    """One diagnosis: ``code`` (a key of ``ADVICE``), what was seen, what to do.
+
+    >>> f = Finding("divergence", "Divergence", "loss NaN at step 3", "lower the learning rate")
+    >>> f.to_dict()
+    {'code': 'divergence', 'title': 'Divergence', 'evidence': 'loss NaN at step 3', 'advice': 'lower the learning rate'}
+    """
 
     code: str
     title: str
@@ -89,7 +94,12 @@ def _num(v) -> float:
 
 
 def normalize_history(history) -> dict[str, dict[str, list]]:
-    """``{"steps", "epochs", "monitors"}`` tables from any accepted history form."""
+    """``{"steps", "epochs", "monitors"}`` tables from any accepted history form.
+
+    >>> h = normalize_history({"loss": [1.0, 0.5], "val_loss": [0.7], "grad_norm/w": [2.0, 1.0]})
+    >>> h["steps"], h["epochs"], h["monitors"]
+    ({'loss': [1.0, 0.5]}, {'val_loss': [0.7]}, {'flat': {'grad_norm/w': [2.0, 1.0]}})
+    """
     if hasattr(history, "steps") and hasattr(history, "epochs"):
         return {"steps": dict(history.steps), "epochs": dict(history.epochs),
                 "monitors": dict(getattr(history, "monitors", None) or {})}
@@ -243,7 +253,14 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
 
 
 def format_findings(findings: list[Finding], label: str = "") -> str:
-    """Plain-text report of :func:`diagnose` results."""
+    """Plain-text report of :func:`diagnose` results.
+
+    >>> print(format_findings(diagnose({"loss": [1.0, 5.0, float("nan")]}), label="run 1"))
+    [run 1] Divergence: the loss is not finite from step 3 on (last finite value 5).
+        -> Lower the learning rate (10x) or add warmup; ...
+    >>> format_findings([], label="run 2")
+    '[run 2] no problem found.'
+    """
     head = f"[{label}] " if label else ""
     if not findings:
         return f"{head}no problem found."
@@ -273,6 +290,12 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
     ``descend compare`` names its own file (``"monitors_file":
     "monitors/<variant>-seed<seed>.json"``, relative to ``run_dir``) or carries its tables
     inline (``"monitors"``).
+
+    >>> import json, tempfile
+    >>> d = Path(tempfile.mkdtemp(), "lr0.1"); d.mkdir()
+    >>> _ = (d / "results.json").write_text(json.dumps({"result": {"steps": {"loss": [1.0, 0.5]}, "epochs": {}}}))
+    >>> load_histories(d)
+    {'lr0.1': {'steps': {'loss': [1.0, 0.5]}, 'epochs': {}, 'monitors': {}}}
     """
     root = Path(run_dir)
     if not root.is_dir():
@@ -312,7 +335,14 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
 
 
 def doctor(run_dir, **thresholds) -> dict[str, list[Finding]]:
-    """:func:`diagnose` every history of a run directory (see :func:`load_histories`)."""
+    """:func:`diagnose` every history of a run directory (see :func:`load_histories`).
+
+    >>> import json, tempfile
+    >>> d = Path(tempfile.mkdtemp(), "run"); d.mkdir()
+    >>> _ = (d / "results.json").write_text(json.dumps({"result": {"steps": {"loss": [1.0, 5.0, None]}}}))
+    >>> {label: [f.code for f in found] for label, found in doctor(d).items()}
+    {'run': ['divergence']}
+    """
     return {label: diagnose(h, **thresholds) for label, h in load_histories(run_dir).items()}
 
 

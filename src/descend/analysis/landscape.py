@@ -52,7 +52,13 @@ def get_vector(model_or_state, like: torch.nn.Module | None = None) -> torch.Ten
 
 
 def set_vector(model: torch.nn.Module, vector: torch.Tensor) -> None:
-    """Write a flat parameter vector into ``model`` in place."""
+    """Write a flat parameter vector into ``model`` in place.
+
+    >>> layer = torch.nn.Linear(2, 1)
+    >>> set_vector(layer, torch.tensor([1.0, 2.0, 3.0]))       # weight (1 x 2), then bias
+    >>> layer.weight.tolist(), layer.bias.tolist()
+    ([[1.0, 2.0]], [3.0])
+    """
     n = sum(p.numel() for p in model.parameters())
     if vector.numel() != n:
         fail("vector", f"of length {n} (the model's parameter count)", vector.numel())
@@ -217,7 +223,14 @@ def _plt():
 
 def plot_lines(curves: dict, path, *, xlabel: str = "alpha", ylabel: str = "loss",
                title: str = "", logy: bool = False) -> Path:
-    """Plot ``label -> (x, y)`` curves to a PNG; return its path."""
+    """Plot ``label -> (x, y)`` curves to a PNG; return its path.
+
+    >>> import tempfile
+    >>> x = torch.linspace(-1, 1, 5)
+    >>> p = plot_lines({"w^2": (x, x ** 2)}, Path(tempfile.mkdtemp()) / "line.png", title="a parabola")
+    >>> p.name, p.stat().st_size > 0
+    ('line.png', True)
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (x, y) in curves.items():
@@ -236,7 +249,15 @@ def plot_lines(curves: dict, path, *, xlabel: str = "alpha", ylabel: str = "loss
 
 
 def plot_surface(alphas, betas, Z, path, *, title: str = "loss surface") -> Path:
-    """Contour plot of a :func:`loss_surface_2d` result (log-spaced levels); PNG path."""
+    """Contour plot of a :func:`loss_surface_2d` result (log-spaced levels); PNG path.
+
+    >>> import tempfile
+    >>> a = torch.linspace(-1, 1, 9)
+    >>> Z = a[None, :] ** 2 + a[:, None] ** 2 + 0.1               # a bowl
+    >>> p = plot_surface(a, a, Z, Path(tempfile.mkdtemp()) / "bowl.png")
+    >>> p.name, p.stat().st_size > 0
+    ('bowl.png', True)
+    """
     import numpy as np
 
     plt = _plt()

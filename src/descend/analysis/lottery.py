@@ -25,7 +25,12 @@ from descend._validation import check_choice, check_int, check_range
 
 
 def prunable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    """The parameters IMP prunes: those with ``dim >= 2``, by name."""
+    """The parameters IMP prunes: those with ``dim >= 2``, by name.
+
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    >>> sorted(prunable(model))                       # the weight matrices, not the biases
+    ['0.weight', '2.weight']
+    """
     return {n: p for n, p in model.named_parameters() if p.dim() >= 2}
 
 
@@ -77,14 +82,26 @@ def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float, *,
 
 
 def sparsity_of(masks: dict[str, torch.Tensor]) -> float:
-    """Fraction of zeros over all masks."""
+    """Fraction of zeros over all masks.
+
+    >>> sparsity_of({"a": torch.tensor([1.0, 0.0, 0.0, 1.0]), "b": torch.zeros(4)})
+    0.75
+    """
     total = sum(m.numel() for m in masks.values())
     return float(sum((m == 0).sum() for m in masks.values())) / max(total, 1)
 
 
 @torch.no_grad()
 def apply_masks(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    """Zero the pruned weights in place: ``w <- m * w``."""
+    """Zero the pruned weights in place: ``w <- m * w``.
+
+    >>> layer = torch.nn.Linear(2, 2, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.fill_(3.0)
+    >>> apply_masks(layer, {"weight": torch.tensor([[1.0, 0.0], [0.0, 1.0]])})
+    >>> layer.weight.tolist()
+    [[3.0, 0.0], [0.0, 3.0]]
+    """
     params = dict(model.named_parameters())
     for n, m in masks.items():
         params[n].mul_(m)
@@ -93,7 +110,17 @@ def apply_masks(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
 @torch.no_grad()
 def rewind(model: torch.nn.Module, state: dict[str, torch.Tensor],
            masks: dict[str, torch.Tensor] | None = None) -> None:
-    """Load the saved ``state`` (weights and buffers) and re-apply ``masks``."""
+    """Load the saved ``state`` (weights and buffers) and re-apply ``masks``.
+
+    >>> layer = torch.nn.Linear(2, 2, bias=False)
+    >>> start = {k: v.clone() for k, v in layer.state_dict().items()}
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.add_(1.0)                 # "training"
+    >>> mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    >>> rewind(layer, start, {"weight": mask})
+    >>> torch.equal(layer.weight, start["weight"] * mask)
+    True
+    """
     model.load_state_dict(state)
     if masks is not None:
         apply_masks(model, masks)
@@ -104,6 +131,18 @@ class MaskGradients:
     re-apply the masks after every optimizer step via :meth:`after_step`.
 
     A context manager; the hooks are removed on exit.
+
+    Example:
+        >>> layer = torch.nn.Linear(2, 1, bias=False)
+        >>> mask = {"weight": torch.tensor([[1.0, 0.0]])}
+        >>> apply_masks(layer, mask)
+        >>> opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+        >>> with MaskGradients(layer, mask) as masker:
+        ...     for _ in range(3):
+        ...         opt.zero_grad(); layer(torch.ones(1, 2)).sum().backward(); opt.step()
+        ...         masker.after_step()
+        >>> float(layer.weight.detach()[0, 1])       # the pruned weight stayed at zero
+        0.0
     """
 
     def __init__(self, model: torch.nn.Module, masks: dict[str, torch.Tensor]):
@@ -147,6 +186,24 @@ def iterative_magnitude_pruning(model: torch.nn.Module,
         a list of dicts, one per round including round 0 (dense):
         ``{"round", "sparsity", "ticket", "reinit", "masks"}``; ``ticket``/``reinit`` are
         the metric after training from the rewound / re-initialized weights.
+
+    Example:
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> x = torch.randn(64, 4); y = (x[:, 0] > 0).long()
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> def train(m, masker):
+        ...     opt = torch.optim.SGD(m.parameters(), lr=0.5)
+        ...     for _ in range(20):
+        ...         opt.zero_grad(); torch.nn.functional.cross_entropy(m(x), y).backward(); opt.step()
+        ...         masker.after_step()
+        >>> def accuracy(m):
+        ...     return float((m(x).argmax(1) == y).float().mean())
+        >>> res = iterative_magnitude_pruning(model, train, accuracy, rounds=2, rate=0.5)
+        >>> [(r["round"], r["sparsity"]) for r in res]             # half the survivors go per round
+        [(0, 0.0), (1, 0.5), (2, 0.75)]
+        >>> [r["ticket"] for r in res]                              # a quarter of the weights suffice here
+        [1.0, 1.0, 1.0]
     """
     check_int("rounds", rounds, ge=0)
     check_range("rate", rate, gt=0, lt=1)

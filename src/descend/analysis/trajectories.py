@@ -46,7 +46,11 @@ def _make_optimizer(optimizer, params, lr, kwargs):
 
 
 def default_lr(optimizer, function: str) -> float:
-    """A learning rate that gives a readable trajectory (see ``DEFAULT_LR``)."""
+    """A learning rate that gives a readable trajectory (see ``DEFAULT_LR``).
+
+    >>> default_lr("adam", "rosenbrock"), default_lr("sgd", "rosenbrock"), default_lr("sgd_momentum", "quadratic")
+    (0.05, 0.0005, 0.008)
+    """
     name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "")
     name = name.lower()
     if name in DEFAULT_LR:

@@ -30,6 +30,12 @@ class ClaimResult:
         table: rows (dicts) shown in the report.
         figures: ``filename -> caption`` of the PNGs written next to the report.
         numbers: every measured number (JSON-ready).
+
+    Example:
+        >>> r = ClaimResult(name="demo", claim="momentum is faster", source="note 001", setup="a quadratic",
+        ...                 measured="120 vs 1200 steps", held=True, criterion="at least 5x fewer steps")
+        >>> r.held, r.size, r.table
+        (True, 'tiny', [])
     """
 
     name: str
@@ -57,7 +63,13 @@ def pick(size: str, tiny, full):
 
 
 def flat(ds) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y)`` of a TensorDataset with inputs flattened to vectors."""
+    """``(x, y)`` of a TensorDataset with inputs flattened to vectors.
+
+    >>> from torch.utils.data import TensorDataset
+    >>> x, y = flat(TensorDataset(torch.zeros(5, 1, 2, 3), torch.arange(5)))
+    >>> x.shape, y.tolist()
+    (torch.Size([5, 6]), [0, 1, 2, 3, 4])
+    """
     x, y = ds.tensors
     return x.reshape(len(x), -1), y
 
@@ -86,7 +98,11 @@ def subset(xy, n: int | None, seed: int = 0):
 
 def mlp(d_in: int, widths, d_out: int, *, act: Callable[[], nn.Module] = nn.ReLU,
         batchnorm: bool = False, dropout: float = 0.0) -> nn.Sequential:
-    """``Linear -> [BN] -> act -> [Dropout]`` blocks, then a linear head."""
+    """``Linear -> [BN] -> act -> [Dropout]`` blocks, then a linear head.
+
+    >>> [type(m).__name__ for m in mlp(4, [8], 2, batchnorm=True, dropout=0.5)]
+    ['Linear', 'BatchNorm1d', 'ReLU', 'Dropout', 'Linear']
+    """
     layers, w = [], d_in
     for h in widths:
         layers.append(nn.Linear(w, h))
@@ -102,7 +118,14 @@ def mlp(d_in: int, widths, d_out: int, *, act: Callable[[], nn.Module] = nn.ReLU
 
 def init_linear(model: nn.Module, scheme: str, *, std: float = 0.01) -> nn.Module:
     """``"naive"`` N(0, std^2), ``"xavier"`` U(+-sqrt(6/(fan_in+fan_out))), ``"he"``
-    N(0, 2/fan_in); biases 0 (notes 000/002)."""
+    N(0, 2/fan_in); biases 0 (notes 000/002).
+
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> m = init_linear(nn.Linear(1000, 100), "he")
+    >>> round(m.weight.std().item() / (2 / 1000) ** 0.5, 1), m.bias.abs().max().item()
+    (1.0, 0.0)
+    """
     for m in model.modules():
         if isinstance(m, nn.Linear):
             fan_out, fan_in = m.weight.shape
@@ -122,7 +145,17 @@ def init_linear(model: nn.Module, scheme: str, *, std: float = 0.01) -> nn.Modul
 
 def fit(model: nn.Module, opt, train, val=None, *, epochs: int, batch_size: int = 64,
         seed: int = 0, callbacks=(), loss_fn=nn.functional.cross_entropy):
-    """Train with :class:`descend.train.Trainer`; return the trainer."""
+    """Train with :class:`descend.train.Trainer`; return the trainer.
+
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> from torch.utils.data import TensorDataset
+    >>> x = torch.randn(64, 2); y = (x[:, 0] > 0).long()
+    >>> model = nn.Linear(2, 2)
+    >>> t = fit(model, torch.optim.SGD(model.parameters(), lr=0.5), TensorDataset(x, y), epochs=10, batch_size=16)
+    >>> t.epoch, t.global_step, accuracy(model, (x, y)) > 0.9
+    (10, 40, True)
+    """
     from descend.train import Trainer
 
     t = Trainer(model, opt, loss_fn=loss_fn, batch_size=batch_size, seed=seed,
@@ -164,7 +197,13 @@ def mean_loss(model: nn.Module, xy, loss_fn=nn.functional.cross_entropy) -> floa
 
 
 def first_reach(values, target: float, steps) -> int | None:
-    """The step at which ``values`` first reach ``target`` (None if never)."""
+    """The step at which ``values`` first reach ``target`` (None if never).
+
+    >>> first_reach([0.5, 0.8, None, 0.95], 0.9, steps=[10, 20, 30, 40])
+    40
+    >>> first_reach([0.5, 0.8], 0.9, steps=[10, 20]) is None
+    True
+    """
     for v, s in zip(values, steps):
         if v is not None and math.isfinite(v) and v >= target:
             return int(s)
