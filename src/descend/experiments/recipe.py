@@ -59,11 +59,24 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 
 
 class RecipeError(ValueError):
-    """A recipe is invalid; the message names the file, the field path and the value."""
+    """A recipe is invalid; the message names the file, the field path and the value.
+
+    >>> try:
+    ...     load({"name": "r", "data": {"name": "digits"}, "model": {"name": "mlp"},
+    ...           "optimizer": {"name": "sgd"}, "epochs": 0}).runs()
+    ... except RecipeError as e:
+    ...     print(e)
+    <recipe>: epochs: `epochs` must be greater than or equal to 1. Received: epochs=0
+    """
 
 
 class Component(BaseModel):
-    """``{name: ..., **kwargs}``: a registry name and the keyword arguments of its factory."""
+    """``{name: ..., **kwargs}``: a registry name and the keyword arguments of its factory.
+
+    >>> c = Component(name="sgd", lr=0.1, momentum=0.9)
+    >>> c.name, c.kwargs, c.as_dict()
+    ('sgd', {'lr': 0.1, 'momentum': 0.9}, {'name': 'sgd', 'lr': 0.1, 'momentum': 0.9})
+    """
 
     model_config = ConfigDict(extra="allow", strict=True)
     name: str
@@ -77,7 +90,13 @@ class Component(BaseModel):
 
 
 class RunSpec(BaseModel):
-    """One fully resolved variant: everything needed to train it."""
+    """One fully resolved variant: everything needed to train it.
+
+    >>> spec = RunSpec(data={"name": "digits"}, model={"name": "mlp"}, optimizer={"name": "sgd", "lr": 0.1},
+    ...                epochs=2)
+    >>> spec.loss.name, spec.batch_size, spec.seeds, spec.optimizer.kwargs     # the defaults filled in
+    ('cross_entropy', 64, [0], {'lr': 0.1})
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = "base"
@@ -108,7 +127,13 @@ TOP_KEYS = {"name", "description", "device", "variants", "grid"} | RUN_KEYS
 
 
 class Recipe(BaseModel):
-    """A parsed recipe: shared fields, variants and grid; :meth:`runs` expands them."""
+    """A parsed recipe: shared fields, variants and grid; :meth:`runs` expands them.
+
+    >>> r = load({"name": "lr", "data": {"name": "digits"}, "model": {"name": "mlp"},
+    ...           "optimizer": {"name": "sgd"}, "epochs": 1, "grid": {"optimizer.lr": [0.1, 0.01]}})
+    >>> [(run.name, run.spec.optimizer.kwargs["lr"]) for run in r.runs()]
+    [('base-lr=0.1', 0.1), ('base-lr=0.01', 0.01)]
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -154,7 +179,12 @@ class Recipe(BaseModel):
 
 
 class Origin:
-    """Maps a field path of a merged variant back to where the recipe wrote it."""
+    """Maps a field path of a merged variant back to where the recipe wrote it.
+
+    >>> o = Origin("variants[1]", {"optimizer": {"lr": 0.1}}, ["epochs"])
+    >>> o.path(["optimizer", "lr"]), o.path(["epochs"]), o.path(["model", "name"])
+    ('variants[1].optimizer.lr', 'grid.epochs', 'model.name')
+    """
 
     def __init__(self, vpath: str, override: dict[str, Any], grid_keys: list[str]):
         self.vpath, self.override, self.grid_keys = vpath, override, grid_keys
@@ -176,7 +206,14 @@ class Origin:
 
 
 class Run:
-    """One variant of a recipe with the origin of its fields (for error messages)."""
+    """One variant of a recipe with the origin of its fields (for error messages).
+
+    >>> r = load({"name": "r", "data": {"name": "digits"}, "model": {"name": "mlp"},
+    ...           "optimizer": {"name": "sgd"}, "epochs": 1, "variants": [{"name": "a"}, {"name": "b", "epochs": 2}]})
+    >>> run = r.runs()[1]
+    >>> run.name, run.spec.epochs, str(run.error(["epochs"], "too many"))
+    ('b', 2, '<recipe>: variants[1].epochs: too many')
+    """
 
     def __init__(self, spec: RunSpec, origin: Origin, recipe: Recipe):
         self.spec, self.origin, self.recipe = spec, origin, recipe
@@ -218,7 +255,14 @@ class Run:
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``override`` into ``base``; a component whose ``name`` changes is replaced whole."""
+    """Deep-merge ``override`` into ``base``; a component whose ``name`` changes is replaced whole.
+
+    >>> base = {"epochs": 2, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}}
+    >>> merge(base, {"optimizer": {"lr": 0.01}})                  # same component: keys merged
+    {'epochs': 2, 'optimizer': {'name': 'sgd', 'lr': 0.01, 'momentum': 0.9}}
+    >>> merge(base, {"optimizer": {"name": "adam", "lr": 0.001}})  # a new name: replaced whole
+    {'epochs': 2, 'optimizer': {'name': 'adam', 'lr': 0.001}}
+    """
     for k, v in override.items():
         b = base.get(k)
         if isinstance(b, dict) and isinstance(v, dict) and b.get("name", v.get("name")) == v.get("name", b.get("name")):
@@ -229,7 +273,13 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``d["a"]["b"] = value`` for ``dotted="a.b"``, creating mappings on the way."""
+    """Set ``d["a"]["b"] = value`` for ``dotted="a.b"``, creating mappings on the way.
+
+    >>> d = {"optimizer": {"name": "sgd"}}
+    >>> set_path(d, "optimizer.lr", 0.1); set_path(d, "data.seed", 3)
+    >>> d
+    {'optimizer': {'name': 'sgd', 'lr': 0.1}, 'data': {'seed': 3}}
+    """
     parts = dotted.split(".")
     for p in parts[:-1]:
         if not isinstance(d.get(p), dict):
@@ -259,7 +309,15 @@ _TYPE_WORDS = {
 
 
 def pydantic_message(e: ValidationError, origin: Origin | None, allowed: set[str] | None = None) -> str:
-    """The first error of ``e`` as ``path: `field` must be ... Received: field=value``."""
+    """The first error of ``e`` as ``path: `field` must be ... Received: field=value``.
+
+    >>> from pydantic import ValidationError
+    >>> try:
+    ...     RunSpec(data={"name": "digits"}, model={"name": "mlp"}, optimizer={"name": "sgd"}, epochs=0)
+    ... except ValidationError as e:
+    ...     print(pydantic_message(e, None))
+    epochs: `epochs` must be greater than or equal to 1. Received: epochs=0
+    """
     err = e.errors()[0]
     parts = list(err["loc"])
     path = origin.path(parts) if origin else join_path(parts)
@@ -288,7 +346,11 @@ def pydantic_message(e: ValidationError, origin: Origin | None, allowed: set[str
 
 
 def find(recipe: str | os.PathLike) -> Path:
-    """The recipe file: a path, or the name of a bundled recipe (``default``, ``tiny``)."""
+    """The recipe file: a path, or the name of a bundled recipe (``default``, ``tiny``).
+
+    >>> find("tiny").name, find("tiny").parent.name
+    ('tiny.yaml', 'recipes')
+    """
     p = Path(recipe)
     if p.is_file():
         return p
@@ -380,7 +442,13 @@ _UNEXPECTED = re.compile(r"unexpected keyword argument(?:\(s\))?:? '?([A-Za-z_][
 
 
 def field_of(message: str, section: dict[str, Any]) -> str | None:
-    """The keyword a constructor's error names, if it is one of ``section``'s keys."""
+    """The keyword a constructor's error names, if it is one of ``section``'s keys.
+
+    >>> field_of("SGD.__init__() got an unexpected keyword argument 'lrate'", {"name": "sgd", "lrate": 1})
+    'lrate'
+    >>> field_of("`lr` must be >= 0. Received: lr=-1", {"name": "sgd", "lr": -1})
+    'lr'
+    """
     for rx in (_UNEXPECTED, _BACKTICK):
         for m in rx.finditer(message):
             if m.group(1) in section:

@@ -36,7 +36,15 @@ def _fmt(cell: Any, key: str) -> str:
 
 
 def table_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
-    """Header row then one row per variant, formatted (accuracies in %)."""
+    """Header row then one row per variant, formatted (accuracies in %).
+
+    >>> from descend.experiments.runner import summarize
+    >>> run = dict(seed=0, final_val_acc=0.8, best_val_acc=0.85, final_test_acc=0.75, final_train_loss=0.5,
+    ...            steps_to_target=10, seconds_to_target=1.5, train_seconds=2.0)
+    >>> rows = table_rows([summarize("sgd", [run])])
+    >>> rows[0][:3], rows[1][:3]
+    (['variant', 'final val acc', 'best val acc'], ['sgd', '80.00 ± 0.00', '85.00 ± 0.00'])
+    """
     rows = [[title for _, title in COLUMNS]]
     for row in summary:
         rows.append([_fmt(row.get(k), k) for k, _ in COLUMNS])
@@ -44,7 +52,17 @@ def table_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def text_table(summary: list[dict[str, Any]], target: float | None = None) -> str:
-    """The summary as an aligned plain-text table (mean ± std over seeds)."""
+    """The summary as an aligned plain-text table (mean ± std over seeds).
+
+    >>> from descend.experiments.runner import summarize
+    >>> run = dict(seed=0, final_val_acc=0.8, best_val_acc=0.85, final_test_acc=0.75, final_train_loss=0.5,
+    ...            steps_to_target=10, seconds_to_target=1.5, train_seconds=2.0)
+    >>> print(text_table([summarize("sgd", [run, {**run, "seed": 1, "final_val_acc": 0.9}])]))
+    variant  final val acc  best val acc  final test acc  steps to target  seconds to target  reached      train s
+    -------  -------------  ------------  --------------  ---------------  -----------------  -------  -----------
+    sgd       85.00 ± 7.07  85.00 ± 0.00    75.00 ± 0.00           10 ± 0        1.50 ± 0.00      2/2  2.00 ± 0.00
+    (accuracies in %, mean ± std over seeds)
+    """
     rows = table_rows(summary)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
@@ -87,6 +105,12 @@ def monitor_rows(variants: list[dict[str, Any]]) -> list[list[str]]:
     tanh): median over the second half of the samples, mean over seeds; and the
     first-layer over last-layer gradient norm ratio (median over samples, mean over
     seeds; far below 1: vanishing gradients).
+
+    >>> runs = [{"monitors": {"activations": {"step": [0, 1], "dead/1": [0.5, 0.25]}}}]
+    >>> monitor_rows([{"name": "relu", "runs": runs}])
+    [['variant', 'dead 1'], ['relu', '25.0%']]
+    >>> monitor_rows([{"name": "plain", "runs": [{}]}])           # nothing monitored
+    []
     """
     from descend.experiments.plots import layer_columns
 
@@ -132,7 +156,19 @@ def write_html(path: str, *, title: str, description: str, summary: list[dict[st
                plots: list[tuple[str, str]], meta: dict[str, Any], recipe_text: str,
                target: float | None = None, monitor_table: list[list[str]] | None = None,
                monitor_plots: list[tuple[str, str]] | None = None) -> None:
-    """Write ``report.html``: meta line, summary table, the plots, the monitors, and the recipe."""
+    """Write ``report.html``: meta line, summary table, the plots, the monitors, and the recipe.
+
+    >>> import os, tempfile
+    >>> run = dict(seed=0, final_val_acc=0.8, best_val_acc=0.85, final_test_acc=0.75, final_train_loss=0.5,
+    ...            steps_to_target=10, seconds_to_target=1.5, train_seconds=2.0)
+    >>> from descend.experiments.runner import summarize
+    >>> path = os.path.join(tempfile.mkdtemp(), "report.html")
+    >>> write_html(path, title="demo", description="one variant", meta={"epochs": 1}, plots=[],
+    ...            summary=[summarize("sgd", [run])], recipe_text="name: demo")
+    >>> text = open(path).read()
+    >>> text.startswith("<!DOCTYPE html>"), "<td>sgd</td>" in text, "name: demo" in text
+    (True, True, True)
+    """
     e = html.escape
     rows = table_rows(summary)
     head = "".join(f"<th>{e(c)}</th>" for c in rows[0])

@@ -212,6 +212,12 @@ def monitors(run: Run, existing: list | None = None) -> list:
 
     ``true``: :func:`descend.train.monitors.light_monitors` every 20 steps; an integer: the
     same every that many steps; ``false``: none; a list: those components of ``CALLBACKS``.
+
+    >>> from descend.experiments.recipe import load
+    >>> [type(m).__name__ for m in monitors(load("tiny").runs()[0])]
+    ['GradientNormMonitor', 'ActivationMonitor']
+    >>> monitors(load("tiny", overrides={"monitors": False}).runs()[0])
+    []
     """
     from descend.train import CALLBACKS
     from descend.train.monitors import light_monitors
@@ -232,7 +238,11 @@ def monitors(run: Run, existing: list | None = None) -> list:
 
 
 def check_device(device: str) -> torch.device:
-    """``torch.device(device)``, with a clear error when CUDA is asked for but absent."""
+    """``torch.device(device)``, with a clear error when CUDA is asked for but absent.
+
+    >>> check_device("cpu")
+    device(type='cpu')
+    """
     from descend.train import Trainer
     return Trainer._check_device(device)
 
@@ -295,7 +305,13 @@ def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
 
 
 def mean_std(values: list[Any]) -> dict[str, Any]:
-    """``{"mean", "std", "n"}`` over the finite values (sample std, ddof=1; 0 for one value)."""
+    """``{"mean", "std", "n"}`` over the finite values (sample std, ddof=1; 0 for one value).
+
+    >>> mean_std([1.0, 3.0, float("nan")])                 # NaN is left out
+    {'mean': 2.0, 'std': 1.4142135623730951, 'n': 2}
+    >>> mean_std([None])
+    {'mean': None, 'std': None, 'n': 0}
+    """
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not xs:
         return {"mean": None, "std": None, "n": 0}
@@ -309,7 +325,14 @@ SUMMARY_KEYS = ["final_val_acc", "best_val_acc", "final_test_acc", "final_train_
 
 
 def summarize(variant: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One summary row: mean/std over seeds of :data:`SUMMARY_KEYS`, and ``reached`` k/n."""
+    """One summary row: mean/std over seeds of :data:`SUMMARY_KEYS`, and ``reached`` k/n.
+
+    >>> runs = [{"seed": 0, "final_val_acc": 0.8, "steps_to_target": 10},
+    ...         {"seed": 1, "final_val_acc": 0.9, "steps_to_target": None}]
+    >>> row = summarize("sgd", runs)
+    >>> row["seeds"], round(row["final_val_acc"]["mean"], 4), row["steps_to_target"], row["reached"]
+    ([0, 1], 0.85, {'mean': 10.0, 'std': 0.0, 'n': 1}, '1/2')
+    """
     row: dict[str, Any] = {"variant": variant, "seeds": [r["seed"] for r in runs]}
     for k in SUMMARY_KEYS:
         row[k] = mean_std([r.get(k) for r in runs])
