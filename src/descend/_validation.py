@@ -17,12 +17,26 @@ def _fmt(name: str, value: Any) -> str:
 
 
 def fail(name: str, condition: str, value: Any, exc: type[Exception] = ValueError):
-    """Raise ``exc`` with the project's message shape."""
+    """Raise ``exc`` with the project's message shape.
+
+    >>> fail("lr", "> 0", -1.0)
+    Traceback (most recent call last):
+        ...
+    ValueError: `lr` must be > 0. Received: lr=-1.0
+    """
     raise exc(f"`{name}` must be {condition}. {_fmt(name, value)}")
 
 
 def check_real(name: str, value: Any, *, allow_none: bool = False) -> Any:
-    """Check that ``value`` is a finite real number (bool excluded)."""
+    """Check that ``value`` is a finite real number (bool excluded).
+
+    >>> check_real("lr", 0.1)
+    0.1
+    >>> check_real("lr", float("nan"))
+    Traceback (most recent call last):
+        ...
+    ValueError: `lr` must be finite. Received: lr=nan
+    """
     if value is None and allow_none:
         return value
     # A 0-d tensor (e.g. a tensor LR) is accepted as a real number.
@@ -75,7 +89,15 @@ def check_range(
 
 def check_int(name: str, value: Any, *, ge: int | None = None, le: int | None = None,
               allow_none: bool = False) -> Any:
-    """Check ``value`` is an int (bool excluded) within bounds."""
+    """Check ``value`` is an int (bool excluded) within bounds.
+
+    >>> check_int("epochs", 3, ge=1)
+    3
+    >>> check_int("epochs", True)
+    Traceback (most recent call last):
+        ...
+    TypeError: ...
+    """
     if value is None and allow_none:
         return value
     if not isinstance(value, int) or isinstance(value, bool):
@@ -91,14 +113,22 @@ def check_int(name: str, value: Any, *, ge: int | None = None, le: int | None = 
 
 
 def check_bool(name: str, value: Any) -> bool:
-    """Check ``value`` is a bool."""
+    """Check ``value`` is a bool.
+
+    >>> check_bool("nesterov", False)
+    False
+    """
     if not isinstance(value, bool):
         fail(name, "a bool", value, TypeError)
     return value
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
-    """Check ``value`` is one of ``choices``."""
+    """Check ``value`` is one of ``choices``.
+
+    >>> check_choice("mode", "max", ["min", "max"])
+    'max'
+    """
     choices = list(choices)
     if value not in choices:
         fail(name, "one of " + ", ".join(repr(c) for c in choices), value)
@@ -106,7 +136,11 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
 
 
 def check_pair(name: str, value: Any, *, ge: float = 0.0, lt: float = 1.0) -> tuple:
-    """Check a pair such as ``betas``: two reals, each in ``[ge, lt)``."""
+    """Check a pair such as ``betas``: two reals, each in ``[ge, lt)``.
+
+    >>> check_pair("betas", (0.9, 0.999))
+    (0.9, 0.999)
+    """
     try:
         a, b = value
     except (TypeError, ValueError):
@@ -120,7 +154,14 @@ def check_pair(name: str, value: Any, *, ge: float = 0.0, lt: float = 1.0) -> tu
 
 
 def check_no_unknown(where: str, kwargs: Mapping[str, Any]) -> None:
-    """Reject unknown keyword arguments, naming them."""
+    """Reject unknown keyword arguments, naming them.
+
+    >>> check_no_unknown("sgd", {})
+    >>> check_no_unknown("sgd", {"lrate": 0.1})
+    Traceback (most recent call last):
+        ...
+    TypeError: ...lrate...
+    """
     if kwargs:
         names = ", ".join(sorted(kwargs))
         raise TypeError(
