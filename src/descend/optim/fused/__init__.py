@@ -138,8 +138,7 @@ def dispatch(opt, group: dict, params: list[Tensor], grads: list[Tensor],
         if backend == "tiled":
             tiled.run(opt, group, params, grads, state)
         else:
-            kernels.run(opt, kernels.kernel_config(opt.transform, group)[0], group, params,
-                        grads, state)
+            kernels.run(opt, torch_kernels.algorithm(opt.transform), group, params, grads, state)
         return True
     torch_kernels.run(torch_kernels.algorithm(opt.transform), backend, group, params, grads, state)
     return True

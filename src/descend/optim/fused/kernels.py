@@ -47,8 +47,8 @@ import torch
 from torch import Tensor
 
 from descend.optim.core import Chain
-from descend.optim.fused.tiled import cached_plan
-from descend.optim.fused.torch_kernels import algorithm
+from descend.optim.fused.tiled import cached_plan, chain_step, contiguous, flat_grad
+from descend.optim.fused.torch_kernels import algorithm, cross_cutting_off
 
 __all__ = ["TILE_BYTES", "SMALL_ELEMS", "ALGORITHMS", "FUSED_ADAM_FOR_RMSPROP",
            "kernel_config", "run"]
@@ -82,22 +82,13 @@ def kernel_config(transform: Chain, group: Mapping[str, Any]) -> tuple[str | Non
     algo = algorithm(transform)
     if algo not in ALGORITHMS:
         return None, "descend has kernels for RMSprop and Adadelta only"
-    if group.get("clip_value") is not None or group.get("clip_norm") is not None:
-        return None, f"clipping is not in descend's {algo} kernel"
-    if group.get("grad_noise", 0.0) > 0:
-        return None, f"grad_noise is not in descend's {algo} kernel"
-    if group.get("l1", 0.0):
-        return None, f"l1 is not in descend's {algo} kernel"
-    if group.get("weight_decay", 0.0) and group.get("weight_decay_exclude", "none") != "none":
-        return None, f"weight_decay_exclude is not in descend's {algo} kernel"
+    why = cross_cutting_off(group)
+    if why is not None:
+        return None, f"{why} is not in descend's {algo} kernel"
     return algo, ""
 
 
 # -- the plan: slices of large tensors, packs of small ones ------------------------------
-def _contiguous(tensors) -> bool:
-    return all(t.is_contiguous() for t in tensors)
-
-
 class _Plan:
     """Views of the parameters and their state, per tile, built once for a set of tensors.
 
@@ -120,7 +111,7 @@ class _Plan:
         size = 0
         for i, (p, st) in enumerate(zip(params, state)):
             tensors = {k: v for k, v in st.items() if torch.is_tensor(v) and v.dim() > 0}
-            ok = _contiguous([p, *tensors.values()])
+            ok = contiguous([p, *tensors.values()])
             self.contiguous &= ok and work[i].is_contiguous()
             n = p.numel()
             tile_elems = max(1, tile_bytes // p.element_size())
@@ -150,10 +141,6 @@ class _Plan:
     @staticmethod
     def _pack(idx, params, work, state):
         return (idx, [params[i] for i in idx], [work[i] for i in idx], [state[i] for i in idx])
-
-
-def _flat_grad(g: Tensor) -> Tensor:
-    return (g if g.is_contiguous() else g.contiguous()).view(-1)
 
 
 def _scratch(opt, plan: _Plan) -> dict[tuple, list[Tensor]]:
@@ -340,15 +327,11 @@ def run(opt, algo: str, group: dict, params: list[Tensor], grads: list[Tensor],
         return
     if plan.slices:
         scratch = _scratch(opt, plan)
-        flat = {i: _flat_grad(grads[i]) for i in plan.sliced}
+        flat = {i: flat_grad(grads[i]) for i in plan.sliced}
         slice_fn = _rmsprop_slice if algo == "rmsprop" else _adadelta_slice
         for i, a, b, p, st, kind in plan.slices:
             s0, s1, s2 = scratch[kind]
             n = b - a
             slice_fn(p, flat[i][a:b], st, s0[:n], s1[:n], s2[:n], group)
     for idx, ps, ws, sts in plan.packs:
-        torch._foreach_copy_(ws, [grads[i] for i in idx])
-        updates = ws
-        for t in chain.transforms:
-            updates = t.update(updates, sts, ps, group)
-        torch._foreach_add_(ps, updates)
+        chain_step(chain, group, ps, ws, sts, [grads[i] for i in idx])

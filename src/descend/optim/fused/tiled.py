@@ -118,7 +118,7 @@ class _Plan:
     def __init__(self, params, work, state, tile_elems):
         self.refs = (list(params), list(work), [list(st.values()) for st in state])
         self.tiles = []
-        sliceable = [_contiguous([p, w] + [v for v in st.values() if torch.is_tensor(v)])
+        sliceable = [contiguous([p, w] + [v for v in st.values() if torch.is_tensor(v)])
                      for p, w, st in zip(params, work, state)]
         for tile in _tiles(params, sliceable, tile_elems):
             entries, ps, ws, sts = [], [], [], []
@@ -152,14 +152,27 @@ def cached_plan(opt, attr: str, group: dict, params, work, state, build) -> tupl
     return cache[id(group)][1], True
 
 
-def _contiguous(tensors) -> bool:
+def contiguous(tensors) -> bool:
+    """True when every tensor is contiguous (its flat view is its memory)."""
     return all(t.is_contiguous() for t in tensors)
 
 
+def flat_grad(g: Tensor) -> Tensor:
+    """``g`` as a 1-D view (a contiguous copy first when it is not contiguous)."""
+    return (g if g.is_contiguous() else g.contiguous()).view(-1)
+
+
 def _grad_slice(g: Tensor, a: int, b: int, n: int) -> Tensor:
-    if a == 0 and b == n:
-        return g
-    return (g if g.is_contiguous() else g.contiguous()).view(-1)[a:b]
+    return g if (a == 0 and b == n) else flat_grad(g)[a:b]
+
+
+def chain_step(chain: Chain, group: dict, ps, ws, sts, grads) -> None:
+    """The chain's own transforms on views: ``ws <- grads``, transform, ``ps += updates``."""
+    torch._foreach_copy_(ws, grads)
+    updates = ws
+    for t in chain.transforms:
+        updates = t.update(updates, sts, ps, group)
+    torch._foreach_add_(ps, updates)
 
 
 def run(opt, group: dict, params: list[Tensor], grads: list[Tensor], state: list[dict]) -> None:
@@ -173,8 +186,5 @@ def run(opt, group: dict, params: list[Tensor], grads: list[Tensor], state: list
         for st in state:
             st["step"].add_(1)
     for entries, ps, ws, sts in plan.tiles:
-        torch._foreach_copy_(ws, [_grad_slice(grads[i], a, b, n) for i, a, b, n in entries])
-        updates = ws
-        for t in chain.transforms:
-            updates = t.update(updates, sts, ps, group)
-        torch._foreach_add_(ps, updates)
+        chain_step(chain, group, ps, ws, sts,
+                   [_grad_slice(grads[i], a, b, n) for i, a, b, n in entries])

@@ -64,17 +64,30 @@ def algorithm(transform: Chain) -> str | None:
     return algo
 
 
-def _extras_off(group: Mapping[str, Any], decoupled_ok: bool) -> str | None:
-    """Why the cross-cutting options of ``group`` are outside torch's algorithm, or None."""
+def cross_cutting_off(group: Mapping[str, Any]) -> str | None:
+    """The first cross-cutting option of ``group`` that no fused kernel computes, or None:
+    clipping, gradient noise, L1, or weight decay restricted by ``weight_decay_exclude``.
+
+    >>> cross_cutting_off({"clip_norm": 1.0}), cross_cutting_off({"l1": 0.0})
+    ('clipping', None)
+    """
     if group.get("clip_value") is not None or group.get("clip_norm") is not None:
         return "clipping"
     if group.get("grad_noise", 0.0) > 0:
         return "grad_noise"
     if group.get("l1", 0.0) > 0:
         return "l1"
-    wd = group.get("weight_decay", 0.0)
-    if wd and group.get("weight_decay_exclude", "none") != "none":
+    if group.get("weight_decay", 0.0) and group.get("weight_decay_exclude", "none") != "none":
         return "weight_decay_exclude"
+    return None
+
+
+def _extras_off(group: Mapping[str, Any], decoupled_ok: bool) -> str | None:
+    """Why the cross-cutting options of ``group`` are outside torch's algorithm, or None."""
+    why = cross_cutting_off(group)
+    if why is not None:
+        return why
+    wd = group.get("weight_decay", 0.0)
     if wd and group.get("decoupled_weight_decay", False) and not decoupled_ok:
         return "decoupled_weight_decay"
     if group.get("eps_root", 0.0):
