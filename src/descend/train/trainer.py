@@ -69,15 +69,12 @@ class History:
     monitors: dict[str, dict[str, list]] = field(default_factory=dict)
 
     def _append(self, table: dict[str, list], row: dict[str, Any]) -> None:
-        n = len(next(iter(table.values()))) if table else 0
-        for k, v in row.items():
-            table.setdefault(k, [math.nan] * n).append(v)
-        for k, col in table.items():
-            if len(col) < n + 1:
-                col.append(math.nan)
+        """Append one row (a key missing on either side is NaN in that row)."""
+        self._extend(table, {k: [v] for k, v in row.items()})
 
     def _extend(self, table: dict[str, list], cols: dict[str, list]) -> None:
-        """Append several rows given as columns of equal length (as ``_append`` per row)."""
+        """Append several rows given as columns of equal length; a key missing on either
+        side is NaN in those rows."""
         if not cols:
             return
         k = len(next(iter(cols.values())))
