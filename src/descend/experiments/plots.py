@@ -71,12 +71,14 @@ def _band(ax, x, ys, color, label, smooth=False):
         ax.fill_between(x, lo, hi, color=color, alpha=0.18, linewidth=0)
 
 
-def _figure(ncols: int):
+def _figure(ncols: int, nrows: int = 1, *, panels: int | None = None, row_height: float = 3.9):
+    """A figure of ``nrows x ncols`` cells and the axes of its first ``panels`` of them."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(5.2 * ncols, 3.9), dpi=110, layout="constrained")
+    fig = Figure(figsize=(5.2 * ncols, row_height * nrows), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
-    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    n = ncols * nrows if panels is None else panels
+    return fig, [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
 
 
 def _x(runs, table, key):
@@ -155,7 +157,12 @@ def write_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tuple[str,
     return written
 
 
-def _monitor_table(run: dict, key: str) -> dict[str, list] | None:
+def monitor_table(run: dict, key: str) -> dict[str, list] | None:
+    """The table monitor ``key`` recorded in one run's result (None when absent).
+
+    >>> monitor_table({"monitors": {"grad_norm": {"step": [1]}}}, "grad_norm"), monitor_table({}, "x")
+    ({'step': [1]}, None)
+    """
     return (run.get("monitors") or {}).get(key)
 
 
@@ -163,7 +170,7 @@ def layer_columns(runs: list[dict], key: str, prefix: str) -> list[str]:
     """Column suffixes ``<layer>`` of ``<prefix><layer>`` in monitor ``key``, in recorded order."""
     names: list[str] = []
     for r in runs:
-        for col in _monitor_table(r, key) or {}:
+        for col in monitor_table(r, key) or {}:
             if col.startswith(prefix) and col[len(prefix):] not in names:
                 names.append(col[len(prefix):])
     return names
@@ -185,14 +192,9 @@ def write_monitor_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tu
     cmap = colormaps["viridis"]
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(5.2 * ncols, 3.6 * nrows), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    for i, (v, weights) in enumerate(panels):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        tables = [{"monitors": {"t": _monitor_table(r, "grad_norm") or {}}} for r in v["runs"]]
-        rows = [{"steps": t["monitors"]["t"]} for t in tables]
+    fig, axes = _figure(ncols, nrows, panels=len(panels), row_height=3.6)
+    for ax, (v, weights) in zip(axes, panels):
+        rows = [{"steps": monitor_table(r, "grad_norm") or {}} for r in v["runs"]]
         x = _x(rows, "steps", "step")
         for j, name in enumerate(weights):
             color = cmap(j / max(1, len(weights) - 1) * 0.9)

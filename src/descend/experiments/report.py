@@ -112,7 +112,7 @@ def monitor_rows(variants: list[dict[str, Any]]) -> list[list[str]]:
     >>> monitor_rows([{"name": "plain", "runs": [{}]}])           # nothing monitored
     []
     """
-    from descend.experiments.plots import layer_columns
+    from descend.experiments.plots import layer_columns, monitor_table
 
     def mean(xs):
         xs = [x for x in xs if x is not None]
@@ -135,13 +135,13 @@ def monitor_rows(variants: list[dict[str, Any]]) -> list[list[str]]:
     for v in variants:
         row = [v["name"]]
         for prefix, layer in cols:
-            m = mean([_median(((r.get("monitors") or {}).get("activations") or {}).get(prefix + layer, []))
+            m = mean([_median((monitor_table(r, "activations") or {}).get(prefix + layer, []))
                       for r in v["runs"]])
             row.append("-" if m is None else f"{100 * m:.1f}%")
         if has_grad:
             ratios = []
             for r in v["runs"]:
-                g = (r.get("monitors") or {}).get("grad_norm") or {}
+                g = monitor_table(r, "grad_norm") or {}
                 names = [k for k in g if k.startswith("grad_norm/") and k.endswith("weight")]
                 if len(names) >= 2:
                     first, last = _median(g[names[0]], False), _median(g[names[-1]], False)
@@ -150,6 +150,21 @@ def monitor_rows(variants: list[dict[str, Any]]) -> list[list[str]]:
             row.append("-" if m is None else f"{m:.3g}")
         rows.append(row)
     return rows
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    """Header row then body rows as an HTML table, every cell escaped."""
+    e = html.escape
+    head = "".join(f"<th>{e(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_figures(plots: list[tuple[str, str]]) -> str:
+    """``[(file, title)]`` as captioned images."""
+    e = html.escape
+    return "".join(f'<figure><img src="{e(f)}" alt="{e(t)}"><figcaption>{e(t)}</figcaption></figure>'
+                   for f, t in plots)
 
 
 def write_html(path: str, *, title: str, description: str, summary: list[dict[str, Any]],
@@ -170,33 +185,24 @@ def write_html(path: str, *, title: str, description: str, summary: list[dict[st
     (True, True, True)
     """
     e = html.escape
-    rows = table_rows(summary)
-    head = "".join(f"<th>{e(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
     meta_line = " · ".join(f"{e(str(k))}: {e(str(v))}" for k, v in meta.items())
     note = "Accuracies in %, mean ± standard deviation over seeds."
     if target is not None:
         note += (f" Steps and seconds to target: first epoch end with validation accuracy "
                  f"&ge; {100 * target:g}%, averaged over the seeds that reached it.")
-    figs = "".join(
-        f'<figure><img src="{e(f)}" alt="{e(t)}"><figcaption>{e(t)}</figcaption></figure>'
-        for f, t in plots)
+    figs = _html_figures(plots)
     mon = ""
     if monitor_table or monitor_plots:
         mon = "<h2>Monitors</h2>\n"
         if monitor_table:
-            mhead = "".join(f"<th>{e(c)}</th>" for c in monitor_table[0])
-            mbody = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
-                            for r in monitor_table[1:])
-            mon += (f"<table><thead><tr>{mhead}</tr></thead><tbody>{mbody}</tbody></table>\n"
+            mon += (_html_table(monitor_table) + "\n"
                     '<p class="sub">Dead: fraction of units of a ReLU-family layer whose input is '
                     "&le; 0 for every example of the batch; saturated: fraction of sigmoid/tanh "
                     "outputs whose derivative is below 0.1 of its maximum. Median over the second "
                     "half of the sampled steps, mean over seeds. Gradient norm ratio: first over "
                     "last weight tensor, median over the samples (far below 1: vanishing). "
                     "Per-run tables: monitors/*.json; <code>descend doctor</code> reads them.</p>\n")
-        mon += "".join(f'<figure><img src="{e(f)}" alt="{e(t)}"><figcaption>{e(t)}</figcaption></figure>'
-                       for f, t in monitor_plots or [])
+        mon += _html_figures(monitor_plots or [])
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -206,7 +212,7 @@ def write_html(path: str, *, title: str, description: str, summary: list[dict[st
 <p class="sub">{meta_line}</p>
 <p>{e(description)}</p>
 <h2>Summary</h2>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{_html_table(table_rows(summary))}
 <p class="sub">{note}</p>
 <h2>Curves</h2>
 <p class="sub">Lines: mean over seeds; bands: min–max over seeds.</p>
