@@ -121,9 +121,10 @@ def setup(backend: str | None = None, device: str | None = None) -> torch.device
 def cleanup() -> None:
     """Leave the process group (no-op outside one).
 
-    Every rank first waits at a barrier: a gloo rank that tears its connections down
-    while a peer is still finishing (saving results, say) can abort the peer's
-    process ("terminate called without an active exception").
+    Every rank first waits at a barrier, so that no rank tears its connections down
+    while a peer is still finishing (saving results, say). On an oversubscribed CPU a
+    gloo rank was still seen to abort rarely ("terminate called without an active
+    exception"); see docs/distributed.md.
 
     >>> cleanup(); is_distributed()
     False
