@@ -128,7 +128,7 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
           progress: bool = False) -> Built:
     """Construct everything ``run`` needs for ``seed``; errors name the recipe field."""
     from descend import optim, schedules
-    from descend.train import CALLBACKS, Callback, Trainer
+    from descend.train import Callback, Trainer
 
     spec = run.spec
     cache = {} if cache is None else cache
@@ -174,7 +174,7 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
 
     first_named = len(cbs)  # the monitors go here, before the recipe's callbacks (below)
     for i, c in enumerate(spec.callbacks):
-        cbs.append(_guard(run, ["callbacks", i], c.as_dict(), lambda c=c: CALLBACKS.create(c.name, **c.kwargs)))
+        cbs.append(_callback(run, ["callbacks", i], c))
     for i, r in enumerate(spec.regularizers):
         def make(r=r):
             from descend.regularize import REGULARIZERS
@@ -207,6 +207,12 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
     return Built(model=model, optimizer=opt, trainer=trainer, data=data, train=train)
 
 
+def _callback(run: Run, path: list[Any], c: Component):
+    """``CALLBACKS.create`` of the recipe component ``c``; errors name ``path``."""
+    from descend.train import CALLBACKS
+    return _guard(run, path, c.as_dict(), lambda: CALLBACKS.create(c.name, **c.kwargs))
+
+
 def monitors(run: Run, existing: list | None = None) -> list:
     """The monitors ``run.spec.monitors`` asks for, less those of a type already in ``existing``.
 
@@ -219,7 +225,6 @@ def monitors(run: Run, existing: list | None = None) -> list:
     >>> monitors(load("tiny", overrides={"monitors": False}).runs()[0])
     []
     """
-    from descend.train import CALLBACKS
     from descend.train.monitors import light_monitors
     spec = run.spec.monitors
     if spec is False:
@@ -228,11 +233,8 @@ def monitors(run: Run, existing: list | None = None) -> list:
         made = light_monitors() if spec is True else _guard(
             run, ["monitors"], {}, lambda: light_monitors(spec))
     else:
-        made = []
-        for i, m in enumerate(spec):
-            c = Component(**m) if isinstance(m, dict) else m
-            made.append(_guard(run, ["monitors", i], c.as_dict(),
-                               lambda c=c: CALLBACKS.create(c.name, **c.kwargs)))
+        made = [_callback(run, ["monitors", i], Component(**m) if isinstance(m, dict) else m)
+                for i, m in enumerate(spec)]
     have = {type(c) for c in existing or []}
     return [m for m in made if type(m) not in have]
 
