@@ -169,14 +169,8 @@ class LossProportionalSampler(_Epochs, Sampler[int]):
                           loss_fn: Callable | None = None, batch_size: int = 1024) -> None:
         """Evaluate every example's loss (``reduction="none"``, eval mode) and :meth:`update`."""
         loss_fn = loss_fn or torch.nn.functional.cross_entropy
-        was = model.training
-        model.eval()
-        try:
-            out = [loss_fn(model(x[i:i + batch_size]), y[i:i + batch_size], reduction="none")
-                   for i in range(0, x.shape[0], batch_size)]
-        finally:
-            model.train(was)
-        self.update(torch.arange(x.shape[0]), torch.cat(out))
+        losses = _example_losses(model, x, y, lambda o, t: loss_fn(o, t, reduction="none"), batch_size)
+        self.update(torch.arange(x.shape[0]), losses)
 
     def probabilities(self) -> torch.Tensor:
         total = float(self.losses.sum())
@@ -190,6 +184,21 @@ class LossProportionalSampler(_Epochs, Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+@torch.no_grad()
+def _example_losses(model, x, y, batch_losses: Callable, batch_size: int, device=None) -> torch.Tensor:
+    """``(N,)`` losses ``batch_losses(model(x_b), y_b)`` batch by batch, in ``eval()`` mode
+    without gradients (the model's mode is restored), on ``device`` when given."""
+    was = model.training
+    model.eval()
+    try:
+        move = (lambda t: t) if device is None else (lambda t: t.to(device))
+        out = [batch_losses(model(move(x[i:i + batch_size])), move(y[i:i + batch_size]))
+               for i in range(0, x.shape[0], batch_size)]
+    finally:
+        model.train(was)
+    return torch.cat(out)
 
 
 def per_example_loss(loss_fn: Callable, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -277,22 +286,13 @@ class LossFeedback(Callback):
                  "binds them with data.sampler: {name: loss_proportional})",
                  f"sampler={self.sampler!r}, data={type(self.data).__name__}")
 
-    @torch.no_grad()
     def on_epoch_end(self, trainer, logs) -> None:
         if trainer.epoch % self.every:
             return
         x, y = self._tensors()
-        model = trainer.model
-        was = model.training
-        model.eval()
-        try:
-            dev = trainer.device
-            out = [per_example_loss(trainer.loss_fn, model(x[i:i + self.batch_size].to(dev)),
-                                    y[i:i + self.batch_size].to(dev))
-                   for i in range(0, x.shape[0], self.batch_size)]
-        finally:
-            model.train(was)
-        losses = torch.cat(out).clamp_min(0)
+        losses = _example_losses(trainer.model, x, y,
+                                 lambda o, t: per_example_loss(trainer.loss_fn, o, t),
+                                 self.batch_size, trainer.device).clamp_min(0)
         if bool(torch.isfinite(losses).all()):  # a diverged model leaves the old losses
             self.sampler.update(torch.arange(x.shape[0]), losses)
 

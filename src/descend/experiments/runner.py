@@ -233,7 +233,7 @@ def monitors(run: Run, existing: list | None = None) -> list:
         made = light_monitors() if spec is True else _guard(
             run, ["monitors"], {}, lambda: light_monitors(spec))
     else:
-        made = [_callback(run, ["monitors", i], Component(**m) if isinstance(m, dict) else m)
+        made = [_callback(run, ["monitors", i], Component(**m))  # dicts: checked by the recipe
                 for i, m in enumerate(spec)]
     have = {type(c) for c in existing or []}
     return [m for m in made if type(m) not in have]
