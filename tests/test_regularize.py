@@ -10,7 +10,7 @@ from descend.regularize import (
     FGSM, REGULARIZERS, InputNoise, L1Penalty, L2Penalty, LabelNoise, Tying, WeightNoise, fgsm,
     l1_penalty, l2_penalty, select_params, soft_threshold, tying_penalty,
 )
-from descend.train.callbacks import CALLBACKS
+from descend.callbacks import CALLBACKS
 
 
 def loop(model, opt, loss_fn, callbacks, batches):

@@ -33,7 +33,7 @@ from descend._registry import Registry
 from descend._validation import (
     check_bool, check_choice, check_int, check_range, check_real, fail,
 )
-from descend.train.callbacks import MonitorCallback
+from descend.callbacks import MonitorCallback
 
 SCHEDULES = Registry("schedule")
 

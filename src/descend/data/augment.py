@@ -23,7 +23,7 @@ import torch
 
 from descend._registry import Registry
 from descend._validation import check_bool, check_int, check_range, fail
-from descend.train.callbacks import CALLBACKS, Callback
+from descend.callbacks import CALLBACKS, Callback
 
 AUGMENTATIONS = Registry("augmentation")
 

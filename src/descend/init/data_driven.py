@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from descend._validation import check_bool, check_int, check_range, fail
-from descend.init.rules import LAYER_TYPES, NORM_TYPES, apply, set_weight
+from descend.init.rules import LAYER_TYPES, MODEL_SCHEMES, NORM_TYPES, apply, set_weight
 
 
 @torch.no_grad()
@@ -138,6 +138,9 @@ def fixup(model: nn.Module, *, generator: torch.Generator | None = None, nonline
         if heads[-1].bias is not None:
             heads[-1].bias.zero_()
     return model
+
+
+MODEL_SCHEMES["fixup"] = fixup
 
 
 def _add_scalar_biases(block, weighted, scalar_bias_cls, ref: torch.Tensor) -> None:

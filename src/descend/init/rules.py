@@ -20,6 +20,11 @@ LAYER_TYPES = {
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 _GATES = {"LSTM": 4, "GRU": 3}
 
+#: Schemes that act on a whole model rather than on one tensor (name -> function of the
+#: model); :mod:`descend.init.data_driven` registers ``fixup`` here, so ``apply`` reaches
+#: it without this module importing the one above it.
+MODEL_SCHEMES: dict = {}
+
 
 def set_weight(module: nn.Module, name: str, value: torch.Tensor) -> None:
     """Write ``value`` as ``module.<name>``, through a parametrization if there is one.
@@ -104,9 +109,8 @@ def apply(model: nn.Module, scheme: str, *, generator: torch.Generator | None = 
     """
     if not isinstance(model, nn.Module):
         fail("model", "a torch.nn.Module", model, TypeError)
-    if isinstance(scheme, str) and scheme.lower() == "fixup":
-        from descend.init.data_driven import fixup
-        return fixup(model, generator=generator, **kwargs)
+    if isinstance(scheme, str) and scheme.lower() in MODEL_SCHEMES:
+        return MODEL_SCHEMES[scheme.lower()](model, generator=generator, **kwargs)
     if isinstance(scheme, str) and scheme.lower() == "lsuv":
         fail("scheme", "a data-free scheme here; LSUV needs a batch: call descend.init.lsuv(model, batch)", scheme)
     fn = INITIALIZERS.get(scheme)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from descend._validation import check_bool, check_choice, check_int, check_range, fail
-from descend.train.callbacks import CALLBACKS, Callback
+from descend.callbacks import CALLBACKS, Callback
 
 
 class WeightAverage:

@@ -1,6 +1,6 @@
 """Training: the Trainer, its callbacks and run state."""
 
-from descend.train.callbacks import CALLBACKS, Callback, MonitorCallback
+from descend.callbacks import CALLBACKS, Callback, MonitorCallback
 from descend.train.checkpoint import CheckpointCallback, NanGuard, latest_checkpoint, restore
 from descend.train.early_stopping import EarlyStopping, continue_on_all, retrain_on_all
 from descend.train.logging import CSVLogger, TensorBoardLogger
@@ -16,9 +16,11 @@ __all__ += ["CSVLogger", "History", "METRICS", "TensorBoardLogger", "Trainer"]
 __all__ += ["ActivationMonitor", "GradientNormMonitor", "HyperparameterMonitor",
             "UpdateRatioMonitor", "default_monitors", "save_monitors"]
 
-# Registers the regularizer callbacks (l1_penalty, l2_penalty, fgsm, ...) in CALLBACKS, so a
-# recipe's `callbacks:` list reaches them once descend.train is imported; likewise the data
-# callbacks (augment, loss_feedback). The monitors are registered by the import above.
-import descend.regularize  # noqa: E402,F401  (after CALLBACKS exists: regularize imports it)
+# The protocol and CALLBACKS live on the ground floor (descend.callbacks); importing the
+# modules that register callbacks there (regularizers, augmentation, the loss-feedback
+# sampler, weight averaging) lets a recipe's `callbacks:` list reach every one of them
+# once descend.train is imported. The monitors are registered by the imports above.
 import descend.data.augment  # noqa: E402,F401
 import descend.data.samplers  # noqa: E402,F401
+import descend.optim.averaging  # noqa: E402,F401
+import descend.regularize  # noqa: E402,F401

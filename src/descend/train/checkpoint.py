@@ -42,7 +42,7 @@ import torch
 from descend._validation import check_choice, check_int, check_range, fail
 from descend.io import (CorruptFileError, load_state, load_weights, save_state, save_weights,
                         write_text)
-from descend.train.callbacks import CALLBACKS, Callback, MonitorCallback
+from descend.callbacks import CALLBACKS, Callback, MonitorCallback
 
 log = logging.getLogger("descend.train")
 
@@ -321,7 +321,7 @@ class CheckpointCallback(MonitorCallback):
         every_n_epochs: save every this many epochs (default 1; 0: never by epoch).
         keep_last: how many recent checkpoints to keep (default 2, >= 1).
         monitor: logged metric whose best epoch is kept (default None: no best).
-        mode, min_delta: see :class:`~descend.train.callbacks.MonitorCallback`.
+        mode, min_delta: see :class:`~descend.callbacks.MonitorCallback`.
         handle_signals: install the SIGTERM / SIGINT handlers during fit (default True).
 
     Example:

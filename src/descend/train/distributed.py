@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from descend._validation import check_bool, check_choice, check_int, check_range
-from descend.train.callbacks import Callback
+from descend.callbacks import Callback
 
 __all__ = ["DistributedCallback", "cleanup", "is_distributed", "is_main_process", "large_batch_lr", "prepare_fit", "relaunch",
            "launched_by_torchrun", "rank", "setup", "shard_loader", "world_size", "wrap_model"]

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from descend._validation import check_bool, check_choice, check_int, check_range, fail
-from descend.train.callbacks import CALLBACKS, Callback, MonitorCallback
+from descend.callbacks import CALLBACKS, Callback, MonitorCallback
 
 
 @CALLBACKS.register("early_stopping")

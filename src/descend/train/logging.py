@@ -11,7 +11,7 @@ import math
 import os
 from typing import Any
 
-from descend.train.callbacks import CALLBACKS, Callback
+from descend.callbacks import CALLBACKS, Callback
 
 
 @CALLBACKS.register("csv_logger")

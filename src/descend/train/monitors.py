@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import torch
 
 from descend._validation import check_bool, check_int, check_range
-from descend.train.callbacks import CALLBACKS, Callback
+from descend.callbacks import CALLBACKS, Callback
 
 RELU_FAMILY = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.PReLU, torch.nn.ELU,
                torch.nn.SELU, torch.nn.CELU, torch.nn.RReLU)

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from descend._validation import check_bool, check_choice, check_int, fail
-from descend.train.callbacks import Callback
+from descend.callbacks import Callback
 from descend.train.metrics import METRICS, Mean
 
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
@@ -157,7 +157,7 @@ class Trainer:
             ``unit`` attribute (else ``scheduler_unit``) is ``"epoch"``;
             ``ReduceLROnPlateau`` gets the epoch's ``val_loss`` (else ``train_loss``).
         scheduler_unit: ``"step"`` (default) or ``"epoch"``.
-        callbacks: :class:`~descend.train.callbacks.Callback` instances, called in order.
+        callbacks: :class:`~descend.callbacks.Callback` instances, called in order.
         metrics: names in ``descend.train.metrics.METRICS`` (default ``("accuracy",)``);
             logged as ``train_acc`` / ``val_acc`` for accuracy; skipped for float targets.
         batch_size: int, or a callable ``epoch -> int`` (a batch-size schedule; epoch is

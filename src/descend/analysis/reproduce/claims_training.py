@@ -11,7 +11,7 @@ from torch import nn
 from descend.analysis.reproduce._common import (ClaimResult, accuracy, digits, first_reach, fit,
                                                 flat, init_linear, mean_loss, mlp, pick, plt, save,
                                                 snapshot, subset)
-from descend.train.callbacks import Callback
+from descend.callbacks import Callback
 
 
 def _sgd(model, lr, momentum=0.0):

@@ -1,4 +1,7 @@
-"""Callback base classes for :class:`descend.train.Trainer`.
+"""The callback protocol: hooks a training loop calls, their registry, and the monitor base.
+
+This module knows no trainer: :class:`descend.train.Trainer` calls these hooks, and so
+can any other training loop.
 
 Hooks, in the order the trainer calls them::
 
