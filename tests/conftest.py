@@ -6,6 +6,8 @@ import torch
 # Two cores: keep each test process single-threaded so `pytest -n 2` does not oversubscribe.
 torch.set_num_threads(1)
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The Hugging Face tests build tiny models from configs: nothing is downloaded.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True)
