@@ -36,19 +36,21 @@ class MissingExtra(ImportError):
     """
 
 
-def require(module: str, feature: str, extra: str, package: str | None = None) -> ModuleType:
+def require(module: str, needs: str, extra: str, package: str | None = None) -> ModuleType:
     """Import ``module``, or raise :class:`MissingExtra` naming ``extra``.
+
+    The message is ``"<needs> <package>: pip install 'descend[<extra>]'"``.
 
     Args:
         module: the module to import (``"matplotlib"``).
-        feature: what needs it, as the subject of the sentence (``"plots"``).
+        needs: what needs it, with the verb (``"plots need"``, ``"descend sweep needs"``).
         extra: descend's extra that installs it (``"plots"``).
         package: the package name when it differs from the module (``"scikit-learn"``).
 
     Example:
-        >>> require("json", "reading JSON", "core").__name__
+        >>> require("json", "reading JSON needs", "core").__name__
         'json'
-        >>> require("no_such_module_here", "plots", "plots", package="matplotlib")
+        >>> require("no_such_module_here", "plots need", "plots", package="matplotlib")
         Traceback (most recent call last):
             ...
         descend._extras.MissingExtra: plots need matplotlib: pip install 'descend[plots]'
@@ -59,9 +61,7 @@ def require(module: str, feature: str, extra: str, package: str | None = None) -
         top = module.split(".")[0]
         if e.name is not None and e.name.split(".")[0] != top and e.name != module:
             raise  # the package is there but one of its own imports failed: show that
-        verb = "needs" if not feature.endswith("s") or feature.endswith("ss") else "need"
-        raise MissingExtra(f"{feature} {verb} {package or top}: "
-                           f"pip install 'descend[{extra}]'") from None
+        raise MissingExtra(f"{needs} {package or top}: pip install 'descend[{extra}]'") from None
 
 
 __all__ = ["MissingExtra", "require"]

@@ -27,7 +27,7 @@ from descend._extras import require
 from descend.callbacks import Callback
 from descend.integrations._bridge import Bridge, hyper, number
 
-_pl = require("lightning.pytorch", "the Lightning integration", "lightning", package="lightning")
+_pl = require("lightning.pytorch", "the Lightning integration needs", "lightning", package="lightning")
 
 
 class DescendCallback(_pl.Callback):

@@ -31,7 +31,7 @@ from descend._extras import require
 from descend.callbacks import Callback
 from descend.integrations._bridge import Bridge, hyper, number
 
-_tf = require("transformers", "the Hugging Face integration", "transformers")
+_tf = require("transformers", "the Hugging Face integration needs", "transformers")
 
 STATE_FILE = "descend_state.pt"
 log = logging.getLogger("descend.integrations")
