@@ -13,7 +13,7 @@ HEAVY = ("matplotlib", "sklearn", "scipy", "mnist1d", "pandas", "ray", "kornia",
          "tensorboard", "lightning", "pytorch_lightning", "transformers", "accelerate", "PIL",
          "playwright")
 CORE = ("descend.optim", "descend.schedules", "descend.init", "descend.nn", "descend.losses",
-        "descend.regularize")
+        "descend.regularize", "descend.data", "descend.train", "descend.cli")
 
 
 def _python(code, tmp_path, block=()):
@@ -27,7 +27,7 @@ def _python(code, tmp_path, block=()):
 
 def test_the_core_modules_pull_no_plotting_or_data_library(tmp_path):
     # together: if their union loads none, none of them does
-    code = (f"import json, {', '.join(CORE)}\n"
+    code = (f"import json, {', '.join(CORE)}\ndescend.cli.build_parser()\n"
             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))")
     assert _python(code, tmp_path) == []
 

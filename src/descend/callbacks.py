@@ -18,7 +18,9 @@ Hooks, in the order the trainer calls them::
     on_fit_end(trainer)                      # after a fit that finished (stopped early included)
     on_fit_error(trainer, error)             # instead, when the fit raised (then it re-raises)
 
-A callback stops training by setting ``trainer.stop_training = True``. Callbacks that
+A callback stops training by setting ``trainer.stop_training = True``. Another training
+loop (a hand-written one, Lightning's, Hugging Face's) runs the same callbacks through a
+:class:`LoopState`, which holds what they read. Callbacks that
 watch a metric (early stopping, checkpointing the best, plateau schedules) share
 :class:`MonitorCallback`: ``monitor``, ``mode``, ``min_delta`` and ``patience``.
 """
@@ -182,8 +184,8 @@ class LoopState:
             themselves (the loss-feedback sampler); default None.
         device: default: the device of the model's first parameter (else cpu).
         schedulers: objects with ``.step()`` that callbacks may adjust (default none).
-        history: an object with ``steps``, ``epochs`` and ``monitors`` dicts (default: a
-            new empty one).
+        history: where the tables go: an object with ``steps``, ``epochs`` and ``monitors``
+            dicts (default: a new :class:`LoopHistory`).
 
     Example: the gradient-norm monitor in a hand-written loop.
 
@@ -222,7 +224,7 @@ class LoopState:
         self.device = device
         self.schedulers = list(schedulers)
         if history is None:
-            history = _Tables()
+            history = LoopHistory()
         self.history = history
         self.global_step = 0
         self.epoch = 0
@@ -261,10 +263,33 @@ _HOOKS = ("on_fit_begin", "on_epoch_begin", "on_batch_begin", "on_loss", "on_aft
           "on_batch_end", "on_epoch_end", "on_fit_end", "on_fit_error")
 
 
-class _Tables:
-    """``steps``, ``epochs`` and ``monitors`` tables (name -> list), like the Trainer's history."""
+class LoopHistory:
+    """A loop's ``steps``, ``epochs`` and ``monitors`` tables (name -> list), as the Trainer's
+    :class:`~descend.train.History` holds them; what ``CSVLogger`` and ``save_monitors``
+    write and ``descend doctor`` reads.
+
+    Example:
+        >>> h = LoopHistory()
+        >>> h.append("steps", {"step": 1, "loss": 2.0})
+        >>> h.append("steps", {"step": 2, "lr": 0.1})
+        >>> h.steps
+        {'step': [1, 2], 'loss': [2.0, nan], 'lr': [nan, 0.1]}
+    """
 
     def __init__(self):
         self.steps: dict[str, list] = {}
         self.epochs: dict[str, list] = {}
         self.monitors: dict[str, dict[str, list]] = {}
+
+    def append(self, table: str, row: dict[str, Any]) -> None:
+        """Append ``row`` to ``"steps"`` or ``"epochs"``; a key missing on either side is
+        NaN in that row."""
+        if table not in ("steps", "epochs"):
+            raise ValueError(f"`table` must be 'steps' or 'epochs'. Received: table={table!r}")
+        cols = getattr(self, table)
+        n = len(next(iter(cols.values()))) if cols else 0
+        for k, v in row.items():
+            cols.setdefault(k, [math.nan] * n).append(v)
+        for col in cols.values():
+            if len(col) < n + 1:
+                col.append(math.nan)

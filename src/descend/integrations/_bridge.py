@@ -10,11 +10,10 @@ import math
 import os
 from typing import Any, Sequence
 
-from descend.callbacks import Callback, LoopState
+from descend.callbacks import Callback, LoopHistory, LoopState
 from descend.train.checkpoint import _match_callbacks
 from descend.train.logging import CSVLogger
 from descend.train.monitors import light_monitors, save_monitors
-from descend.train.trainer import History
 
 
 def hyper(optimizer) -> tuple[float, float]:
@@ -63,7 +62,7 @@ class Bridge:
         self.callbacks = callbacks
         self.directory = None if directory is None else os.fspath(directory)
         self.loss_fn = loss_fn
-        self.history = History()
+        self.history = LoopHistory()
         self.loop: LoopState | None = None
         self._saved: dict[str, Any] | None = None
         self._csv: CSVLogger | None = None
@@ -85,7 +84,7 @@ class Bridge:
         return self.loop
 
     def step_row(self, row: dict[str, Any]) -> None:
-        self.history._append(self.history.steps, row)
+        self.history.append("steps", row)
 
     def update_last_step(self, values: dict[str, Any]) -> None:
         """Set ``values`` in the last step row (new columns are NaN in earlier rows)."""
@@ -97,7 +96,7 @@ class Bridge:
             steps.setdefault(k, [math.nan] * n)[n - 1] = v
 
     def epoch_row(self, row: dict[str, Any]) -> None:
-        self.history._append(self.history.epochs, row)
+        self.history.append("epochs", row)
 
     def epoch_train_loss(self, epoch: int) -> float:
         """Mean of the step losses recorded in ``epoch`` (1-based); NaN if none."""
