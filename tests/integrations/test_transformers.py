@@ -16,8 +16,10 @@ import descend.optim as do  # noqa: E402
 from descend import schedules as S  # noqa: E402
 from descend.analysis.doctor import doctor, load_histories  # noqa: E402
 from descend.cli import main as descend_main  # noqa: E402
+from descend.data.samplers import LossFeedback  # noqa: E402
 from descend.integrations.transformers import STATE_FILE, DescendCallback  # noqa: E402
 from descend.optim import EMA  # noqa: E402
+from descend.regularize import REGULARIZERS  # noqa: E402
 from descend.train import (ActivationMonitor, EarlyStopping, GradientNormMonitor,  # noqa: E402
                            HyperparameterMonitor, NanGuard, UpdateRatioMonitor)
 
@@ -146,3 +148,12 @@ def test_nan_guard_skips_the_step_under_hf(tmp_path):
     trainer.train()
     assert guard.events == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("make", [lambda: REGULARIZERS.create("l2_penalty", alpha=0.1),
+                                  lambda: REGULARIZERS.create("input_noise", sigma=0.1),
+                                  lambda: LossFeedback()])
+def test_callbacks_that_need_the_batch_or_the_loss_are_refused(make):
+    with pytest.raises(ValueError, match="Hugging Face Trainer"):
+        DescendCallback([make()])
+    DescendCallback([ActivationMonitor(1), NanGuard(), EMA()])  # these only read

@@ -29,7 +29,10 @@ import torch
 
 from descend._extras import require
 from descend.callbacks import Callback
+from descend.data.samplers import LossFeedback
 from descend.integrations._bridge import Bridge, hyper, number
+from descend.train.checkpoint import NanGuard
+from descend.train.monitors import ActivationMonitor
 
 _tf = require("transformers", "the Hugging Face integration needs", "transformers")
 
@@ -41,6 +44,14 @@ def _unwrap(optimizer):
     """The optimizer inside accelerate's ``AcceleratedOptimizer`` (or the optimizer)."""
     inner = getattr(optimizer, "optimizer", None)
     return inner if inner is not None and hasattr(inner, "param_groups") else optimizer
+
+
+#: Callbacks whose on_batch_begin / on_loss only read (attach hooks, record the loss).
+_READS_ONLY = (ActivationMonitor, NanGuard)
+
+
+def _overrides(cb: Callback, hook: str) -> bool:
+    return getattr(type(cb), hook) is not getattr(Callback, hook)
 
 
 class DescendCallback(_tf.TrainerCallback):
@@ -62,7 +73,8 @@ class DescendCallback(_tf.TrainerCallback):
     Args:
         callbacks: descend callbacks (default: :func:`descend.train.monitors.light_monitors`
             every ``interval`` steps). Callbacks that replace the batch or add loss terms
-            do nothing here (Hugging Face gives callbacks neither); gradient clipping and
+            (augmentation, penalties) and the loss-feedback sampler are refused: Hugging
+            Face shows callbacks neither the batch nor the loss. Gradient clipping and
             noise are descend optimizer arguments (``clip_norm=``, ``grad_noise=``; set
             ``max_grad_norm=0`` to let the optimizer clip).
         directory: where the files go (default: ``args.output_dir``).
@@ -97,6 +109,18 @@ class DescendCallback(_tf.TrainerCallback):
     def __init__(self, callbacks: Sequence[Callback] | None = None, *, directory=None,
                  interval: int = 20):
         self.bridge = Bridge(callbacks, directory, interval)
+        for cb in self.bridge.callbacks:
+            name = type(cb).__name__
+            if isinstance(cb, LossFeedback):
+                raise ValueError("`callbacks` must not hold LossFeedback under the Hugging Face "
+                                 "Trainer, which builds its own sampler and computes the loss "
+                                 f"inside the model. Received: {name}")
+            if not isinstance(cb, _READS_ONLY) and (_overrides(cb, "on_loss")
+                                                    or _overrides(cb, "on_batch_begin")):
+                raise ValueError("`callbacks` must not change the batch or the loss under the "
+                                 "Hugging Face Trainer, which shows callbacks neither (add the "
+                                 "term in a compute_loss override, the augmentation in the data "
+                                 f"collator). Received: {name}")
         self._step_hyper: tuple[float, float] = (math.nan, math.nan)
         self._epoch_logs: dict[str, Any] | None = None
 
@@ -210,8 +234,8 @@ class DescendCallback(_tf.TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self._sync(state)
-        if self._epoch_logs is not None:  # stopped mid-epoch before its evaluation
-            self._epoch_logs = None
+        if self._epoch_logs is not None:  # the epoch's evaluation did not come
+            self._end_epoch(args, state, control)
         self.bridge.loop.call("on_fit_end")
         self._write(args, state)
 
