@@ -113,6 +113,7 @@ def test_resume_from_checkpoint_equals_the_uninterrupted_run_and_the_doctor_read
         assert full_cb.history.monitors[key] == resumed_cb.history.monitors[key], key
     ea, eb = full_cb.history.epochs, resumed_cb.history.epochs
     assert ea["epoch"] == eb["epoch"] == [1, 2, 3]
+    assert sorted(eb) == ["epoch", "lr", "step", "train_loss", "val_loss"]
     assert ea["val_loss"] == eb["val_loss"] and ea["train_loss"] == eb["train_loss"]
 
     hist = load_histories(out)[out.name]

@@ -46,6 +46,9 @@ def _unwrap(optimizer):
     return inner if inner is not None and hasattr(inner, "param_groups") else optimizer
 
 
+#: Timing columns of the Trainer's evaluation metrics, left out of epochs.csv.
+_THROUGHPUT = ("_runtime", "_samples_per_second", "_steps_per_second")
+
 #: Callbacks whose on_batch_begin / on_loss only read (attach hooks, record the loss).
 _READS_ONLY = (ActivationMonitor, NanGuard)
 
@@ -211,7 +214,7 @@ class DescendCallback(_tf.TrainerCallback):
             return  # an evaluation within the epoch
         for k, v in (metrics or {}).items():
             v = number(v)
-            if v is not None:
+            if v is not None and k != "epoch" and not k.endswith(_THROUGHPUT):
                 self._epoch_logs["val_" + k[5:] if k.startswith("eval_") else k] = v
         self._end_epoch(args, state, control)
 
