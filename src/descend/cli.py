@@ -47,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    from descend._extras import MissingExtra
+
+    try:
+        return int(args.func(args) or 0)
+    except MissingExtra as e:  # a feature whose optional dependency is not installed
+        print(f"descend: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

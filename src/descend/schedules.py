@@ -3,7 +3,8 @@
 Every schedule is an object ``sched(t) -> float`` (``t``: an int step or epoch count,
 ``t >= 0``), pure (same ``t``, same value) except :class:`Plateau`, which is driven by a
 monitored metric. They compose (:func:`warmup`, :func:`join`, :func:`sequence`) and are
-applied to any ``torch.optim.Optimizer`` by :class:`Scheduler`.
+applied to any ``torch.optim.Optimizer`` by :class:`Scheduler`, or by :class:`LRScheduler`,
+a ``torch.optim.lr_scheduler.LRScheduler`` that Lightning and Hugging Face accept.
 
 The formulas are the notes' (1/t decay and exponential decay in the SNU lecture, linear
 decay to ``tau`` in the CASIA lecture, the 0.5 -> 0.9 momentum schedule and growing batch
@@ -28,6 +29,8 @@ import bisect
 import math
 from numbers import Integral
 from typing import Any, Callable, Mapping, Sequence
+
+import torch
 
 from descend._registry import Registry
 from descend._validation import (
@@ -738,9 +741,148 @@ class Scheduler:
                 f"schedules={self.schedules!r})")
 
 
+
+class LRScheduler(torch.optim.lr_scheduler.LRScheduler):
+    """A descend schedule as a torch LR scheduler, for Lightning, Hugging Face and any loop.
+
+    A subclass of ``torch.optim.lr_scheduler.LRScheduler``: at construction
+    (``last_epoch=-1``) it sets the values for ``t = 0``, and each :meth:`step` advances
+    ``t = last_epoch`` by one and sets every param group ``g``'s learning rate to::
+
+        lr_g = s_g * schedule(t)              (scale="absolute", the default)
+        lr_g = s_g * base_lr_g * schedule(t)  (scale="relative": a factor, like LambdaLR)
+
+    where ``base_lr_g`` is the group's ``initial_lr`` (its ``lr`` at construction) and
+    ``s_g`` the group's scale: ``g[scale_key]`` (default ``"lr_scale"``, the key of
+    timm's layer-wise decay groups; 1 when absent), times
+    ``layer_decay ** (L - g["layer_id"])`` when ``layer_decay`` is given (``L`` the
+    largest ``layer_id`` of the groups, so the last layer keeps the full rate; groups
+    without ``layer_id`` are not decayed). The schedule is evaluated in closed form at
+    ``t``; nothing accumulates from step to step, so a resumed run gives the same values.
+
+    ``state_dict()`` is plain data (numbers, lists, the state of a ``plateau``
+    schedule) that loads under ``torch.load(weights_only=True)``; the schedule objects are
+    not in it (build the scheduler again, then ``load_state_dict``), as for torch's
+    ``LambdaLR``.
+
+    Args:
+        optimizer: a ``torch.optim.Optimizer`` (``descend.optim`` or ``torch.optim``).
+        schedule: a schedule (or a number, a spec dict, any callable ``t -> float``), or a
+            list of them, one per param group.
+        scale: ``"absolute"`` (default) or ``"relative"``.
+        scale_key: the per-group scale key (default ``"lr_scale"``; None: no scale key).
+        layer_decay: the layer-wise decay factor in (0, 1] applied by ``layer_id``
+            (default None: off).
+        last_epoch: torch's resume argument (default -1: a new run).
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = torch.optim.SGD([{"params": [w], "lr_scale": 0.5}], lr=1.0)
+        >>> sch = LRScheduler(opt, cosine(0.1, total=4))
+        >>> for _ in range(2):
+        ...     opt.step(); sch.step()
+        >>> round(opt.param_groups[0]["lr"], 6), sch.last_epoch   # 0.5 * cosine(t=2)
+        (0.025, 2)
+        >>> import io
+        >>> buf = io.BytesIO(); torch.save(sch.state_dict(), buf); _ = buf.seek(0)
+        >>> torch.load(buf, weights_only=True)["last_epoch"]
+        2
+
+    Differs from torch's ``LambdaLR``: the default is absolute values (the schedule gives
+    the learning rate, not a factor), the state dict holds no function (``LambdaLR``
+    pickles a callable object into it, which ``weights_only`` loading refuses), and the
+    per-group ``lr_scale`` / ``layer_id`` keys are read as timm's schedulers do.
+    """
+
+    def __init__(self, optimizer, schedule: Any, *, scale: str = "absolute",
+                 scale_key: str | None = "lr_scale", layer_decay: float | None = None,
+                 last_epoch: int = -1):
+        groups = getattr(optimizer, "param_groups", None)
+        if not isinstance(groups, list) or not groups:
+            fail("optimizer", "an optimizer with param_groups", optimizer, TypeError)
+        if isinstance(schedule, (list, tuple)):
+            if len(schedule) != len(groups):
+                fail("schedule", f"one schedule, or a list of {len(groups)} (one per param "
+                     "group)", f"a list of {len(schedule)}")
+            items = list(schedule)
+        else:
+            items = [schedule] * len(groups)
+        self.schedules = [s if callable(s) and not isinstance(s, Mapping)
+                          else _as_schedule("schedule", s) for s in items]
+        self.scale = check_choice("scale", scale, ["absolute", "relative"])
+        if scale_key is not None and not isinstance(scale_key, str):
+            fail("scale_key", "a param-group key (str) or None", scale_key, TypeError)
+        self.scale_key = scale_key
+        self.layer_decay = None if layer_decay is None else float(
+            check_range("layer_decay", layer_decay, gt=0, le=1))
+        check_int("last_epoch", last_epoch, ge=-1)
+        super().__init__(optimizer, last_epoch)
+
+    def group_scales(self) -> list[float]:
+        """``s_g`` of every param group (``lr_scale`` times the layer decay)."""
+        groups = self.optimizer.param_groups
+        scales = []
+        for i, g in enumerate(groups):
+            s = 1.0
+            if self.scale_key is not None and self.scale_key in g:
+                s = float(check_range(f"param_groups[{i}][{self.scale_key!r}]",
+                                      g[self.scale_key], ge=0))
+            scales.append(s)
+        if self.layer_decay is not None:
+            ids = {i: check_int(f"param_groups[{i}]['layer_id']", g["layer_id"], ge=0)
+                   for i, g in enumerate(groups) if "layer_id" in g}
+            top = max(ids.values(), default=0)
+            for i, lid in ids.items():
+                scales[i] *= self.layer_decay ** (top - lid)
+        return scales
+
+    def _values(self) -> list[float]:
+        t = max(self.last_epoch, 0)
+        out = []
+        for s, base, g_scale in zip(self.schedules, self.base_lrs, self.group_scales()):
+            v = float(s(t))
+            if not math.isfinite(v):
+                raise ValueError(f"the lr schedule gave a non-finite value at t={t}. "
+                                 f"Received: lr={v!r}")
+            base = float(base.item()) if hasattr(base, "item") else float(base)
+            out.append(g_scale * (base * v if self.scale == "relative" else v))
+        return out
+
+    def get_lr(self) -> list[float]:
+        """The learning rates for ``t = last_epoch`` (torch calls this in :meth:`step`)."""
+        return self._values()
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return self._values()
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state (``last_epoch``, ``base_lrs``, ...) without the schedule objects,
+        plus the state of stateful schedules (``plateau``): plain data."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "schedules")}
+        state["schedule_states"] = [s.state_dict() if hasattr(s, "state_dict") else {}
+                                    for s in self.schedules]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the schedules themselves come from the constructor)."""
+        state = dict(state_dict)
+        for s, st in zip(self.schedules, state.pop("schedule_states", [])):
+            if st and hasattr(s, "load_state_dict"):
+                s.load_state_dict(st)
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        sched = self.schedules[0] if all(s is self.schedules[0] for s in self.schedules) \
+            else self.schedules
+        return (f"LRScheduler(last_epoch={self.last_epoch}, scale={self.scale!r}, "
+                f"schedule={sched!r})")
+
+
 __all__ = [
     "SCHEDULES", "Schedule", "Constant", "InverseTime", "Exponential", "LinearTo", "StepDecay",
     "Warmup", "Cyclical", "Cosine", "Join", "Plateau", "Scheduler", "constant", "inverse_time",
     "exponential", "linear_to", "step_decay", "warmup", "cyclical", "triangular", "cosine",
     "join", "sequence", "momentum_ramp", "plateau", "create", "batch_size_at",
 ]
+__all__ += ["LRScheduler"]

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from descend._extras import require
 from descend._validation import check_int, check_range, fail
 
 
@@ -213,7 +214,7 @@ def loss_surface_2d(model: torch.nn.Module, loss_fn: Callable, data, *, center=N
 
 
 def _plt():
-    import matplotlib
+    matplotlib = require("matplotlib", "plots need", "plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import torch
 
+from descend._extras import require
 from descend._validation import check_int, check_range, fail
 from descend.analysis.testfunctions import TEST_FUNCTIONS, TestFunction
 
@@ -165,7 +166,7 @@ def plot_trajectories(function, trajectories: Mapping[str, torch.Tensor], path) 
         >>> p.exists()
         True
     """
-    import matplotlib
+    matplotlib = require("matplotlib", "plots need", "plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -195,7 +196,7 @@ def animate_trajectories(function, trajectories: Mapping[str, torch.Tensor], pat
         >>> p.exists()
         True
     """
-    import matplotlib
+    matplotlib = require("matplotlib", "plots need", "plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

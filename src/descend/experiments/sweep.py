@@ -30,18 +30,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from descend._extras import require
 from descend._validation import check_choice, check_int
 from descend.experiments import recipe as recipes
 from descend.experiments.recipe import RecipeError
 
 
 def _require_ray():
-    try:
-        import ray  # noqa: F401
-        from ray import tune  # noqa: F401
-    except ImportError:
-        raise ImportError("descend sweep needs Ray Tune, an optional extra: "
-                          "pip install 'descend[sweep]' (or pip install 'ray[tune]')") from None
+    require("ray.tune", "descend sweep needs", "sweep", package="ray[tune]")
+    require("matplotlib", "descend sweep's plots and report need", "sweep")
 
 
 def _trial(config: dict[str, Any]) -> None:

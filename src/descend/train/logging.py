@@ -11,6 +11,7 @@ import math
 import os
 from typing import Any
 
+from descend._extras import require
 from descend.callbacks import CALLBACKS, Callback
 
 
@@ -107,12 +108,8 @@ class TensorBoardLogger(Callback):
 
     def on_fit_begin(self, trainer) -> None:
         if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:  # pragma: no cover - depends on the environment
-                raise ImportError(
-                    "TensorBoard logging needs the `tensorboard` package: "
-                    "pip install 'descend[tensorboard]'") from e
+            require("tensorboard", "TensorBoard logging needs", "tensorboard")
+            from torch.utils.tensorboard import SummaryWriter
             self._writer = SummaryWriter(log_dir=self.log_dir)
 
     def on_epoch_end(self, trainer, logs: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import torch
 
+from descend._extras import require
 from descend._validation import check_bool, check_int, check_range
 from descend.callbacks import CALLBACKS, Callback
 
@@ -341,7 +342,7 @@ def plot_monitors(monitors: dict[str, dict[str, list]], path, *, prefixes=("grad
         >>> path.endswith("m.png"), os.path.getsize(path) > 0
         (True, True)
     """
-    import matplotlib
+    matplotlib = require("matplotlib", "plots need", "plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -385,7 +386,7 @@ def plot_activation_histograms(monitor: "ActivationMonitor", path, *, step: int 
         >>> os.path.getsize(path) > 0
         True
     """
-    import matplotlib
+    matplotlib = require("matplotlib", "plots need", "plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

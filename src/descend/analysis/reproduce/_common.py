@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from descend._extras import require
 from descend._validation import check_choice
 
 SIZES = ("tiny", "full")
@@ -217,7 +218,7 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def plt():
     """``matplotlib.pyplot`` with the non-interactive Agg backend."""
-    import matplotlib
+    matplotlib = require("matplotlib", "plots need", "plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as pyplot
