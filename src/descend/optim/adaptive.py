@@ -57,6 +57,10 @@ class scale_by_adagrad(Transform):
     """
 
     defaults = {"eps": 1e-10, "initial_accumulator_value": 0.0}
+    state_names = ("sum",)
+
+    def state_spec(self, hyper):
+        return {"sum": "param"}
 
     def validate(self, hyper):
         check_range("eps", hyper["eps"], ge=0)
@@ -86,6 +90,7 @@ class scale_by_inverse_time(Transform):
     """
 
     defaults = {"lr_decay": 0.0}
+    state_names = ()
 
     def validate(self, hyper):
         check_range("lr_decay", hyper["lr_decay"], ge=0)
@@ -121,6 +126,10 @@ class scale_by_rms(Transform):
     """
 
     defaults = {"alpha": 0.99, "eps": 1e-8, "eps_root": 0.0, "centered": False}
+    state_names = ("square_avg", "grad_avg")
+
+    def state_spec(self, hyper):
+        return {"square_avg": "param", **({"grad_avg": "param"} if hyper["centered"] else {})}
 
     def validate(self, hyper):
         check_range("alpha", hyper["alpha"], ge=0, le=1)
@@ -160,6 +169,10 @@ class scale_by_adadelta(Transform):
     """
 
     defaults = {"rho": 0.9, "eps": 1e-6}
+    state_names = ("square_avg", "acc_delta")
+
+    def state_spec(self, hyper):
+        return {"square_avg": "param", "acc_delta": "param"}
 
     def validate(self, hyper):
         check_range("rho", hyper["rho"], ge=0, le=1)
@@ -205,6 +218,13 @@ class scale_by_adam(Transform):
     """
 
     defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "eps_root": 0.0, "amsgrad": False}
+    state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def state_spec(self, hyper):
+        spec = {"exp_avg": "param", "exp_avg_sq": "param"}
+        if hyper["amsgrad"]:
+            spec["max_exp_avg_sq"] = "param"
+        return spec
 
     def validate(self, hyper):
         check_pair("betas", hyper["betas"])

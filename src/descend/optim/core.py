@@ -79,6 +79,11 @@ class Transform:
 
     defaults: dict[str, Any] = {}
 
+    #: The names of the per-parameter state this transform may keep, under any options;
+    #: ``None`` when it does not say (its state is then loaded unchecked, and only the
+    #: reference path runs it). See :meth:`state_spec`.
+    state_names: tuple[str, ...] | None = None
+
     def __init__(self, **hyper):
         unknown = {k: v for k, v in hyper.items() if k not in type(self).defaults}
         check_no_unknown(type(self).__name__, unknown)
@@ -99,6 +104,11 @@ class Transform:
     def uses_step(self, hyper: Mapping[str, Any]) -> bool:
         """Whether this transform reads ``state['step']`` under ``hyper``."""
         return False
+
+    def state_spec(self, hyper: Mapping[str, Any]) -> dict[str, str]:
+        """The state it keeps under ``hyper``: name -> ``"param"`` (a tensor shaped like
+        the parameter) or ``"scalar"`` (a 0-d counter). Names are among ``state_names``."""
+        return {}
 
     def lookahead_shift(self, state: list[dict], params: list[Tensor],
                         hyper: Mapping[str, Any]) -> list[Tensor] | None:
@@ -143,6 +153,21 @@ class Chain(Transform):
 
     def uses_step(self, hyper):
         return any(t.uses_step(hyper) for t in self.transforms)
+
+    @property
+    def state_names(self):
+        names = {"step"}
+        for t in self.transforms:
+            if t.state_names is None:
+                return None
+            names.update(t.state_names)
+        return tuple(sorted(names))
+
+    def state_spec(self, hyper):
+        spec = {"step": "scalar"} if self.uses_step(hyper) else {}
+        for t in self.transforms:
+            spec.update(t.state_spec(hyper))
+        return spec
 
     def update(self, updates, state, params, hyper):
         """Run every transform in order; counts the step first when any transform needs it."""
@@ -253,6 +278,56 @@ class Optimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for k, v in self.defaults.items():
                 group.setdefault(k, v)
+        self._drop_caches()
+
+    def _drop_caches(self) -> None:
+        """Forget plans, workspaces and scratch made for the state that was there."""
+        for k in [k for k in self.__dict__ if k.startswith("_descend_")]:
+            del self.__dict__[k]
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """torch's ``load_state_dict``, after checking everything it would load.
+
+        Every state tensor is checked against its parameter before anything is changed:
+        a state the chain keeps per parameter (``exp_avg``, ``square_avg``...) must be a
+        tensor of the parameter's shape (floating point; cast to the parameter's dtype and
+        device as torch does, and copied when its memory layout differs from the
+        parameter's or it shares memory with another tensor); ``step`` must be a finite
+        count >= 0; the names must be ones the chain keeps, and every name the chain
+        needs under the loaded options must be there; the numbers of groups and of
+        parameters per group must match; the loaded hyperparameters pass the same checks
+        as the constructor's. A mismatch raises ``ValueError`` naming the parameter
+        (its index, and its name when the groups carry ``param_names``) and both shapes,
+        and leaves the optimizer as it was. Plans and workspaces made for the old state
+        are dropped.
+
+        Example:
+            >>> import torch
+            >>> from descend.optim import Adam
+            >>> a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))
+            >>> opt = Adam([a, b], lr=0.1)
+            >>> (a.sum() + b.sum()).backward(); _ = opt.step()
+            >>> Adam([b, a], lr=0.1).load_state_dict(opt.state_dict())   # another order
+            Traceback (most recent call last):
+                ...
+            ValueError: `state` of parameter 0 must have 'exp_avg' shaped like the parameter, (2, 2). Received: 'exp_avg' of shape (3,)
+        """
+        if not isinstance(state_dict, Mapping):
+            fail("state_dict", "a mapping with 'state' and 'param_groups'",
+                 type(state_dict).__name__, TypeError)
+        state_dict = dict(state_dict)
+        hooks = self._optimizer_load_state_dict_pre_hooks
+        for hook in hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        checked = _checked_state(self, state_dict)
+        self._optimizer_load_state_dict_pre_hooks = type(hooks)()
+        try:
+            super().load_state_dict(checked)
+        finally:
+            self._optimizer_load_state_dict_pre_hooks = hooks
+        self._drop_caches()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
@@ -352,6 +427,143 @@ class Optimizer(torch.optim.Optimizer):
         with torch.no_grad():
             for p, w in saved:
                 p.copy_(w)
+
+
+# -- checks of a loaded state ---------------------------------------------------------
+def _param_label(group: Mapping[str, Any], j: int, index: int) -> str:
+    names = group.get("param_names")
+    if isinstance(names, (list, tuple)) and j < len(names):
+        return f"parameter {index} ({names[j]!r})"
+    return f"parameter {index}"
+
+
+def _shape(t) -> str:
+    return str(tuple(t.shape))
+
+
+def _checked_step(label: str, value: Any) -> Tensor:
+    if torch.is_tensor(value):
+        if value.dim() != 0 or value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"`state` of {label} must have 'step' as a real number (a 0-d "
+                             f"tensor). Received: 'step' of shape {_shape(value)} and dtype "
+                             f"{str(value.dtype).replace('torch.', '')}")
+        if value.device.type == "meta":
+            raise ValueError(f"`state` of {label} must have 'step' with a value. Received: a "
+                             f"'step' on the meta device")
+        v = float(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        v = float(value)
+        value = torch.tensor(v, dtype=_scalar_dtype())
+    else:
+        raise ValueError(f"`state` of {label} must have 'step' as a real number (a 0-d tensor). "
+                         f"Received: 'step'={value!r}")
+    if not (v >= 0 and v == v and v != float("inf") and float(v).is_integer()):
+        raise ValueError(f"`state` of {label} must have 'step' as a count >= 0. "
+                         f"Received: 'step'={v}")
+    if not value.is_floating_point():
+        value = value.to(_scalar_dtype())
+    return value
+
+
+def _checked_tensor(label: str, key: str, value: Any, p: Tensor) -> Tensor:
+    if not torch.is_tensor(value):
+        raise ValueError(f"`state` of {label} must have {key!r} as a tensor shaped like the "
+                         f"parameter, {_shape(p)}. Received: {key!r}={type(value).__name__}")
+    if tuple(value.shape) != tuple(p.shape):
+        raise ValueError(f"`state` of {label} must have {key!r} shaped like the parameter, "
+                         f"{_shape(p)}. Received: {key!r} of shape {_shape(value)}")
+    if value.is_complex() != p.is_complex() or value.dtype == torch.bool:
+        raise ValueError(f"`state` of {label} must have {key!r} of a real floating dtype like "
+                         f"the parameter's ({p.dtype}). Received: {key!r} of dtype {value.dtype}")
+    if value.is_sparse or value.layout != torch.strided:
+        raise ValueError(f"`state` of {label} must have {key!r} as a dense tensor. Received: "
+                         f"{key!r} with layout {value.layout}")
+    if value.device.type == "meta":
+        raise ValueError(f"`state` of {label} must have {key!r} with values. Received: "
+                         f"{key!r} on the meta device")
+    # torch's policy: floating state follows the parameter's dtype and device
+    return value.to(dtype=p.dtype if p.is_floating_point() else value.dtype, device=p.device)
+
+
+def _checked_state(opt: "Optimizer", state_dict: dict) -> dict:
+    """A copy of ``state_dict`` that is safe to load into ``opt``; raises ``ValueError``."""
+    if "state" not in state_dict or "param_groups" not in state_dict:
+        fail("state_dict", "a mapping with 'state' and 'param_groups'",
+             sorted(map(str, state_dict)), ValueError)
+    saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+    if not isinstance(saved_groups, (list, tuple)) or not all(
+            isinstance(g, Mapping) and isinstance(g.get("params"), (list, tuple))
+            for g in saved_groups):
+        fail("param_groups", "a list of groups, each with a list of 'params'",
+             type(saved_groups).__name__)
+    if not isinstance(saved_state, Mapping):
+        fail("state", "a mapping from parameter index to its state",
+             type(saved_state).__name__, ValueError)
+    sizes = [len(g["params"]) for g in opt.param_groups]
+    saved_sizes = [len(g["params"]) for g in saved_groups]
+    if sizes != saved_sizes:
+        fail("param_groups", f"{len(sizes)} group(s) of sizes {sizes} (this optimizer's)",
+             f"{len(saved_sizes)} group(s) of sizes {saved_sizes}")
+    where: dict[Any, tuple[Tensor, str, dict]] = {}
+    index = 0
+    groups = []
+    for group, saved in zip(opt.param_groups, saved_groups):
+        hyper = {**opt.defaults, **{k: v for k, v in saved.items() if k != "params"}}
+        opt.transform.validate(hyper)
+        check_choice("backend", hyper.get("backend", "auto"), BACKENDS)
+        for j, (p, pid) in enumerate(zip(group["params"], saved["params"])):
+            if not isinstance(pid, int) or isinstance(pid, bool) or pid in where:
+                fail("param_groups", "lists of distinct integer parameter indices",
+                     list(saved["params"]))
+            where[pid] = (p, _param_label(group, j, index), hyper)
+            index += 1
+        groups.append(saved)
+    names = opt.transform.state_names
+    state = {}
+    seen_memory = {(p.device, p.untyped_storage().data_ptr()) for p, _, _ in where.values()
+                   if p.numel()}
+    for pid, st in saved_state.items():
+        if pid not in where:
+            fail("state", f"keyed by the indices of the {index} parameters of the groups",
+                 pid if not isinstance(pid, Tensor) else type(pid).__name__)
+        p, label, hyper = where[pid]
+        if not isinstance(st, Mapping):
+            raise ValueError(f"`state` of {label} must be a mapping of names to values. "
+                             f"Received: {type(st).__name__}")
+        out = {}
+        for key, value in st.items():
+            if not isinstance(key, str):
+                raise ValueError(f"`state` of {label} must have string names. Received: {key!r}")
+            if names is not None and key not in names:
+                raise ValueError(f"`state` of {label} must have names among "
+                                 f"{', '.join(map(repr, names))}. Received: {key!r}")
+        if names is None:
+            state[pid] = dict(st)
+            continue
+        spec = opt.transform.state_spec(hyper) if st else {}
+        missing = [k for k in spec if st.get(k) is None]
+        if missing:
+            raise ValueError(f"`state` of {label} must have {', '.join(map(repr, missing))} "
+                             f"(kept under the loaded options). Received: names "
+                             f"{sorted(st)}")
+        for key, value in st.items():
+            if value is None:   # torch keeps momentum_buffer=None when momentum is 0
+                out[key] = value
+            elif key == "step":
+                out[key] = _checked_step(label, value)
+            else:
+                value = _checked_tensor(label, key, value, p)
+                memory = (value.device, value.untyped_storage().data_ptr())
+                if (value.stride() != p.stride() or memory in seen_memory
+                        or value.storage_offset() != 0
+                        or value.untyped_storage().nbytes() != value.numel() * value.element_size()):
+                    value = torch.empty_like(p, memory_format=torch.preserve_format).copy_(value)
+                    memory = (value.device, value.untyped_storage().data_ptr())
+                if value.numel():
+                    seen_memory.add(memory)
+                out[key] = value
+        state[pid] = out
+    return {**state_dict, "state": state, "param_groups": groups}
 
 
 def check_torch_flags(*, foreach=None, capturable=False, differentiable=False,

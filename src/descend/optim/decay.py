@@ -42,6 +42,7 @@ class add_weight_decay(Transform):
     """
 
     defaults = {"weight_decay": 0.0, "decoupled_weight_decay": False, "weight_decay_exclude": "none"}
+    state_names = ()
 
     def validate(self, hyper):
         check_range("weight_decay", hyper["weight_decay"], ge=0)
@@ -76,6 +77,7 @@ class add_decoupled_weight_decay(Transform):
     """
 
     defaults = {"weight_decay": 0.0, "decoupled_weight_decay": False, "weight_decay_exclude": "none"}
+    state_names = ()
 
     def validate(self, hyper):
         add_weight_decay.validate(self, hyper)
@@ -110,6 +112,7 @@ class add_l1(Transform):
     """
 
     defaults = {"l1": 0.0, "l1_mode": "subgradient", "weight_decay_exclude": "none"}
+    state_names = ()
 
     def validate(self, hyper):
         check_range("l1", hyper["l1"], ge=0)
@@ -147,6 +150,7 @@ class prox_l1(Transform):
     """
 
     defaults = {"l1": 0.0, "l1_mode": "subgradient", "weight_decay_exclude": "none"}
+    state_names = ()
 
     def validate(self, hyper):
         add_l1.validate(self, hyper)

@@ -27,6 +27,7 @@ class flip_sign(Transform):
     """
 
     defaults = {"maximize": False}
+    state_names = ()
 
     def validate(self, hyper):
         check_bool("maximize", hyper["maximize"])
@@ -50,6 +51,7 @@ class clip_by_value(Transform):
     """
 
     defaults = {"clip_value": None}
+    state_names = ()
 
     def validate(self, hyper):
         check_range("clip_value", hyper["clip_value"], gt=0, allow_none=True)
@@ -84,6 +86,7 @@ class clip_by_global_norm(Transform):
     """
 
     defaults = {"clip_norm": None, "clip_norm_type": 2.0}
+    state_names = ()
 
     def validate(self, hyper):
         check_range("clip_norm", hyper["clip_norm"], gt=0, allow_none=True)
@@ -126,6 +129,7 @@ class add_noise(Transform):
     """
 
     defaults = {"grad_noise": 0.0, "grad_noise_gamma": 0.55}
+    state_names = ()
 
     def validate(self, hyper):
         check_range("grad_noise", hyper["grad_noise"], ge=0)

@@ -27,6 +27,7 @@ class scale_by_lr(Transform):
     """
 
     defaults = {"lr": 1e-3}
+    state_names = ()
 
     def validate(self, hyper):
         check_range("lr", hyper["lr"], ge=0)
@@ -78,6 +79,12 @@ class momentum_step(Transform):
 
     defaults = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
                 "momentum_form": "torch", "lookahead": False}
+    state_names = ("momentum_buffer", "velocity")
+
+    def state_spec(self, hyper):
+        if not hyper["momentum"]:
+            return {}
+        return {"momentum_buffer" if hyper["momentum_form"] == "torch" else "velocity": "param"}
 
     def validate(self, hyper):
         check_range("lr", hyper["lr"], ge=0)

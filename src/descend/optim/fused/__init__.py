@@ -54,7 +54,7 @@ from torch import Tensor
 from descend._validation import fail
 from descend.optim.fused import kernels, tiled, torch_kernels
 from descend.optim.fused.kernels import kernel_config
-from descend.optim.fused.tiled import structure, tiled_config
+from descend.optim.fused.tiled import tiled_config
 from descend.optim.fused.torch_kernels import HAS_FUSED, torch_config
 
 __all__ = ["dispatch", "choose", "kernels", "tiled", "torch_kernels"]
@@ -126,14 +126,14 @@ def dispatch(opt, group: dict, params: list[Tensor], grads: list[Tensor],
     if backend == "reference":
         return False
     if backend in ("tiled", "kernel"):
-        # the transforms make their state lazily: let the reference path make it
-        seen = opt.__dict__.setdefault("_descend_structure", {})
-        struct = structure(group)
-        keys = seen.get(id(group))
-        if keys is None or keys[0] != struct or any(frozenset(st) != keys[1] for st in state):
+        # the transforms make their state lazily: when a state the options need is not
+        # there yet, let the reference path make it. Decided from the state alone (not
+        # from what this optimizer ran before), so that a resumed run takes the path the
+        # uninterrupted run takes
+        spec = opt.transform.state_spec(group)
+        if any(st.get(k) is None for st in state for k in spec):
             opt.last_backend = "reference"
             opt._reference_update(group, params, grads, state)
-            seen[id(group)] = (struct, frozenset(state[0]))
             return True
         if backend == "tiled":
             tiled.run(opt, group, params, grads, state)

@@ -157,6 +157,14 @@ def _steps(state: list[dict], fused: bool, params: list[Tensor]) -> list[Tensor]
 def _run_sgd(group, params, grads, state, flags):
     m = group["momentum"]
     bufs = [st.get("momentum_buffer") for st in state] if m else [None] * len(params)
+    fresh = [b is None for b in bufs]
+    if m and any(fresh) and not all(fresh):
+        # torch's kernels take either no buffers (the first step) or all of them
+        for part in (True, False):
+            idx = [i for i, f in enumerate(fresh) if f == part]
+            _run_sgd(group, [params[i] for i in idx], [grads[i] for i in idx],
+                     [state[i] for i in idx], flags)
+        return
     _sgd.sgd(params, grads, bufs, **flags, weight_decay=group["weight_decay"], momentum=m,
              lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"],
              maximize=group["maximize"])
