@@ -49,8 +49,8 @@ def combos():
     """(registry name, kwargs, backend) for every registry optimizer and every backend the
     dispatcher gives it ("auto" and "reference" included)."""
     import descend.optim as do
-    from descend.optim import fused
-    from descend.optim.core import BACKENDS
+    from descend.optim import backends as fused
+    from descend.optim.backends import BACKENDS
     out = []
     for name in do.OPTIMIZERS.names():
         kw = {"lr": 0.01} if name != "adadelta" else {}
