@@ -49,6 +49,7 @@ class scale_by_adagrad(Transform):
     """
 
     defaults = {"eps": 1e-10, "initial_accumulator_value": 0.0}
+    advanced = ("initial_accumulator_value",)
     state_names = ("sum",)
     fills = {"sum": "initial_accumulator_value"}
 
@@ -83,6 +84,7 @@ class scale_by_inverse_time(Transform):
     """
 
     defaults = {"lr_decay": 0.0}
+    advanced = ("lr_decay",)
     state_names = ()
 
     def validate(self, hyper):
@@ -120,6 +122,7 @@ class scale_by_rms(Transform):
     """
 
     defaults = {"alpha": 0.99, "eps": 1e-8, "eps_root": 0.0, "centered": False}
+    advanced = ("eps_root",)
     state_names = ("square_avg", "grad_avg")
 
     def validate(self, hyper):
@@ -201,6 +204,7 @@ class scale_by_adam(Transform):
     """
 
     defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "eps_root": 0.0, "amsgrad": False}
+    advanced = ("eps_root",)
     state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def validate(self, hyper):
@@ -295,7 +299,7 @@ class RMSprop(Optimizer):
             params, with_extras(scale_by_rms(), momentum_step()),
             lr=lr, alpha=alpha, eps=eps, eps_root=eps_root, weight_decay=weight_decay,
             momentum=momentum, centered=centered, maximize=maximize, nesterov=nesterov,
-            lookahead=lookahead, momentum_form=momentum_form, **extras)
+            lookahead=lookahead, momentum_form=momentum_form, capturable=capturable, **extras)
 
 
 class Adadelta(Optimizer):
@@ -320,7 +324,7 @@ class Adadelta(Optimizer):
         check_torch_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
         super().__init__(params, with_extras(scale_by_adadelta(), scale_by_lr()), lr=lr,
                          rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                         **extras)
+                         capturable=capturable, **extras)
 
 
 class Adam(Optimizer):
@@ -356,7 +360,7 @@ class Adam(Optimizer):
             decoupled_weight_decay = self._decoupled_default
         super().__init__(params, with_extras(scale_by_adam(), scale_by_lr()), lr=lr,
                          betas=betas, eps=eps, eps_root=eps_root, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize,
+                         amsgrad=amsgrad, maximize=maximize, capturable=capturable,
                          decoupled_weight_decay=decoupled_weight_decay, **extras)
 
 

@@ -105,6 +105,22 @@ class Transform:
     #: Hyperparameters whose value (not only whether it is on) decides the code.
     exact: tuple[str, ...] = ()
 
+    #: Of its hyperparameters, the ones a user rarely sets (the notes' variants and the
+    #: cross-cutting extras): shown folded by the playground, listed apart in the docs.
+    advanced: tuple[str, ...] = ()
+
+    def options_on(self, hyper: Mapping[str, Any]) -> tuple[str, ...]:
+        """The options of this transform that are on under ``hyper``: its flags, choices
+        and advanced hyperparameters set away from their defaults. The one question the
+        playground, the docs and the backends' reasons ask of a transform."""
+        on = []
+        for k, default in type(self).defaults.items():
+            v = hyper.get(k, default)
+            if isinstance(default, (bool, str)) or default is None or k in self.advanced:
+                if torch.is_tensor(v) or v != default:
+                    on.append(k)
+        return tuple(on)
+
     @property
     def elementwise(self) -> bool:
         """Whether the transform states its update per element (:attr:`math`)."""
@@ -221,6 +237,13 @@ class Chain(Transform):
     @property
     def elementwise(self) -> bool:
         return all(t.elementwise for t in self.transforms)
+
+    @property
+    def advanced(self):
+        return tuple(dict.fromkeys(k for t in self.transforms for k in t.advanced))
+
+    def options_on(self, hyper):
+        return tuple(dict.fromkeys(k for t in self.transforms for k in t.options_on(hyper)))
 
     @property
     def exact(self):

@@ -50,6 +50,7 @@ class add_weight_decay(Transform):
     """
 
     defaults = {"weight_decay": 0.0, "decoupled_weight_decay": False, "weight_decay_exclude": "none"}
+    advanced = ("decoupled_weight_decay", "weight_decay_exclude")
     state_names = ()
 
     def validate(self, hyper):
@@ -89,6 +90,7 @@ class add_decoupled_weight_decay(Transform):
     """
 
     defaults = {"weight_decay": 0.0, "decoupled_weight_decay": False, "weight_decay_exclude": "none"}
+    advanced = ("decoupled_weight_decay", "weight_decay_exclude")
     state_names = ()
 
     def validate(self, hyper):
@@ -124,6 +126,7 @@ class add_l1(Transform):
     """
 
     defaults = {"l1": 0.0, "l1_mode": "subgradient", "weight_decay_exclude": "none"}
+    advanced = ("l1", "l1_mode", "weight_decay_exclude")
     state_names = ()
 
     def validate(self, hyper):
@@ -161,6 +164,7 @@ class prox_l1(Transform):
     """
 
     defaults = {"l1": 0.0, "l1_mode": "subgradient", "weight_decay_exclude": "none"}
+    advanced = ("l1", "l1_mode", "weight_decay_exclude")
     state_names = ()
 
     def validate(self, hyper):

@@ -446,15 +446,19 @@ class _Scalars:
             v = _host(v) if host else v
         elif op == "step":
             v = [_host(s) for s in self.steps] if host else list(self.steps)
+            if host and v and all(x == v[0] for x in v):
+                v = v[0]   # the usual case: one count for the whole group
         elif op == "fresh":
             v = [float(f) for f in self.fresh[args[0]]]
+            if v and all(x == v[0] for x in v):
+                v = v[0]
         elif op == "tensor":
             v = self.per_tensor[args[0]]
         elif op == "norm":
             v = norm
         else:
             vals = [self.out[a] for a in args]
-            if self.prog.per_tensor_scalar[i]:
+            if any(isinstance(x, list) for x in vals):
                 v = [_scalar_op(op, [x[k] if isinstance(x, list) else x for x in vals], host)
                      for k in range(self.n)]
             else:

@@ -51,6 +51,7 @@ class clip_by_value(Transform):
     """
 
     defaults = {"clip_value": None}
+    advanced = ('clip_value',)
     state_names = ()
 
     def validate(self, hyper):
@@ -86,6 +87,7 @@ class clip_by_global_norm(Transform):
     """
 
     defaults = {"clip_norm": None, "clip_norm_type": 2.0}
+    advanced = ('clip_norm', 'clip_norm_type')
     state_names = ()
 
     def validate(self, hyper):
@@ -130,6 +132,7 @@ class add_noise(Transform):
     """
 
     defaults = {"grad_noise": 0.0, "grad_noise_gamma": 0.55}
+    advanced = ('grad_noise', 'grad_noise_gamma')
     state_names = ()
 
     def validate(self, hyper):

@@ -83,6 +83,7 @@ class momentum_step(Transform):
 
     defaults = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
                 "momentum_form": "torch", "lookahead": False}
+    advanced = ("dampening", "momentum_form", "lookahead")
     state_names = ("momentum_buffer", "velocity")
 
     def validate(self, hyper):

@@ -24,7 +24,7 @@ __all__ = ["Optimizer", "check_torch_flags", "BACKENDS"]
 
 
 def _check_group_keys(where: str, group: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    allowed = set(allowed) | {"params", "initial_lr", "param_names"}
+    allowed = set(allowed) | {"params", "initial_lr", "param_names", "capturable"}
     check_no_unknown(where, {k: v for k, v in group.items() if k not in allowed})
 
 
@@ -54,11 +54,16 @@ class Optimizer(torch.optim.Optimizer):
         >>> opt.param_groups[0]["momentum"]
         0.9
 
+        capturable: keep the step counters and the scalars of the step (bias
+            corrections) as tensors on the parameters' device, so that a step reads
+            nothing back to the host and can be captured in a CUDA graph (as torch's).
+
     Differs from torch: ``step(closure)`` is required when a group uses look-ahead
     Nesterov (``lookahead=True``): the gradient is evaluated at the look-ahead point.
     """
 
-    def __init__(self, params, transform: Transform, *, backend: str = "auto", **hyper):
+    def __init__(self, params, transform: Transform, *, backend: str = "auto",
+                 capturable: bool = False, **hyper):
         if not isinstance(transform, Transform):
             fail("transform", "a Transform", transform, TypeError)
         if not isinstance(transform, Chain):
@@ -66,7 +71,10 @@ class Optimizer(torch.optim.Optimizer):
         unknown = {k: v for k, v in hyper.items() if k not in transform.defaults}
         check_no_unknown(type(self).__name__, unknown)
         check_choice("backend", backend, BACKENDS)
+        check_bool("capturable", capturable)
         defaults = {**transform.defaults, **hyper, "backend": backend}
+        if capturable:
+            defaults["capturable"] = True
         transform.validate(defaults)
         self.transform = transform
         super().__init__(params, defaults)
@@ -383,8 +391,7 @@ def check_torch_flags(*, foreach=None, capturable=False, differentiable=False,
     """
     if foreach is not None:
         check_bool("foreach", foreach)
-    if capturable is not False:
-        fail("capturable", "False (CUDA-graph capture is not supported)", capturable)
+    check_bool("capturable", capturable)
     if differentiable is not False:
         fail("differentiable", "False (the update is not differentiable)", differentiable)
     if fused not in (None, False):

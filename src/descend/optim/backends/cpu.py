@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from descend.optim.backends.generated import Step, evaluate_elements, prepare, split
+from descend.optim.backends.generated import Step, dense_like, evaluate_elements, prepare, split
 
 __all__ = ["available", "source", "run", "DTYPES"]
 
@@ -145,8 +145,7 @@ def _compile(key, src: str, dtypes: list[torch.dtype]):
 def kernel_for(step: Step, idx: list[int]):
     """The compiled kernel for the tensors ``idx`` of ``step`` and its roles and columns."""
     prog = step.prog
-    roles = [("grad",), ("param",)] + [("state", k) for k in prog.state] + \
-        [("randn", k) for k in range(prog.randn)]
+    roles = _roles(prog)
     i0 = idx[0]
     dtypes = [_tensor(step, role, i0).dtype for role in roles]
     ctype = "float64" if step.params[i0].dtype == torch.float64 else "float32"
@@ -174,22 +173,66 @@ def supported(params: list[Tensor]) -> bool:
     return all(p.device.type == "cpu" and p.dtype in DTYPES for p in params)
 
 
+class _Plan:
+    """For a group's tensors: which run in the kernel, one call per combination of dtypes,
+    each with its compiled kernel and its table of addresses (the gradients' column is
+    filled at every step: a backward may give new gradient tensors). Kept while the
+    parameters and state tensors are the same objects (it holds them)."""
+
+    def __init__(self, step: Step, ok: list[int], rest: list[int], key):
+        self.key = key
+        self.rest = rest
+        self.calls = []
+        self.refs = (list(step.params), [list(st.values()) for st in step.state])
+        by_dtype: dict[tuple, list[int]] = {}
+        for i in ok:
+            dkey = tuple(_tensor(step, r, i).dtype for r in _roles(step.prog))
+            by_dtype.setdefault(dkey, []).append(i)
+        for idx in by_dtype.values():
+            fn, roles, cols = kernel_for(step, idx)
+            sizes = torch.tensor([step.params[i].numel() for i in idx], dtype=torch.int64)
+            ptrs = torch.zeros(len(idx), len(roles), dtype=torch.int64)
+            for r, role in enumerate(roles):
+                if role[0] in ("param", "state"):
+                    ptrs[:, r] = torch.tensor([_tensor(step, role, i).data_ptr() for i in idx],
+                                              dtype=torch.int64)
+            per_step = [r for r, role in enumerate(roles) if role[0] in ("grad", "randn")]
+            self.calls.append((idx, fn, roles, cols, sizes, ptrs, per_step))
+
+
+def _roles(prog) -> list[tuple]:
+    return [("grad",), ("param",)] + [("state", k) for k in prog.state] + \
+        [("randn", k) for k in range(prog.randn)]
+
+
+def _plan_key(step: Step) -> tuple:
+    return (step.prog.key, tuple(map(id, step.params)),
+            tuple(id(st[k]) for st in step.state for k in step.prog.state))
+
+
 def run(opt, group: dict, params: list[Tensor], grads: list[Tensor], state: list[dict]) -> None:
     """One step of ``opt.transform`` on ``group`` with the generated CPU kernel."""
     step = prepare(opt, group, params, grads, state)
-    ok, rest = split(step)
+    cache = opt.__dict__.setdefault("_descend_cpu_plans", {})
+    key = _plan_key(step)
+    plan = cache.get(id(group))
+    if plan is None or plan.key != key:
+        ok, rest = split(step)
+        plan = cache[id(group)] = _Plan(step, ok, rest, key)
+    rest = list(plan.rest)
+    calls = plan.calls
+    # a gradient laid out unlike its parameter this step: that call runs on the tiles
+    bad = [i for idx, *_ in calls for i in idx
+           if not (grads[i].is_contiguous() and params[i].is_contiguous())
+           and not dense_like(grads[i], params[i])]
+    if bad:
+        ok, rest = split(step)
+        calls = _Plan(step, ok, rest, key).calls
     if rest:
         evaluate_elements(step, rest)
-    # one call per combination of dtypes
-    by_dtype: dict[tuple, list[int]] = {}
-    for i in ok:
-        key = (step.params[i].dtype, step.grads[i].dtype,
-               tuple(step.state[i][k].dtype for k in step.prog.state))
-        by_dtype.setdefault(key, []).append(i)
-    for idx in by_dtype.values():
-        fn, roles, cols = kernel_for(step, idx)
-        table = step.table(cols, "cpu")[idx].contiguous()
-        sizes = torch.tensor([step.params[i].numel() for i in idx], dtype=torch.int64)
-        ptrs = torch.tensor([[_tensor(step, role, i).data_ptr() for role in roles] for i in idx],
-                            dtype=torch.int64).reshape(len(idx), len(roles))
+    for idx, fn, roles, cols, sizes, ptrs, per_step in calls:
+        for r in per_step:
+            ptrs[:, r] = torch.tensor([_tensor(step, roles[r], i).data_ptr() for i in idx],
+                                      dtype=torch.int64)
+        table = step.table(cols, "cpu", idx=idx)
         fn(sizes.numpy(), ptrs.numpy(), table.numpy(), 0, len(idx))

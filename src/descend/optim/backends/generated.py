@@ -45,26 +45,31 @@ class Step:
         cols += [j for j in [self.prog.out, *self.prog.writes.values()] if kinds[j] == "s"]
         return sorted(set(cols))
 
-    def table(self, cols: list[int], device, dtype=torch.float64) -> Tensor:
-        """The scalar table: one row per tensor, one column per scalar node in ``cols``."""
-        n = len(self.params)
+    def table(self, cols: list[int], device, dtype=torch.float64, idx=None) -> Tensor:
+        """The scalar table: one row per tensor (of ``idx``), one column per scalar node."""
+        n_all = len(self.params)
+        idx = list(range(n_all)) if idx is None else idx
+        n = len(idx)
         if self.mode == "host":
-            rows = [[float(v[t]) if isinstance(v, list) else float(v)
-                     for v in (self.scal[c] for c in cols)] for t in range(n)]
-            out = torch.tensor(rows, dtype=dtype).reshape(n, len(cols))
-            return out.to(device, non_blocking=True) if torch.device(device).type != "cpu" else out
+            import numpy as np
+            out = np.empty((n, max(1, len(cols))), dtype=np.float64)
+            for j, c in enumerate(cols):
+                v = self.scal[c]
+                out[:, j] = [float(v[i]) for i in idx] if isinstance(v, list) else float(v)
+            t = torch.from_numpy(out)
+            return t.to(device, non_blocking=True) if torch.device(device).type != "cpu" else t
         columns = []
         for c in cols:
             v = self.scal[c]
             if isinstance(v, list):
-                col = torch.stack([torch.as_tensor(x, dtype=dtype, device=device).reshape(())
-                                   for x in v])
+                col = torch.stack([torch.as_tensor(v[i], dtype=dtype, device=device).reshape(())
+                                   for i in idx])
             else:
                 col = torch.as_tensor(v, dtype=dtype, device=device).reshape(()).expand(n)
             columns.append(col)
         if not columns:
-            return torch.zeros(n, 0, dtype=dtype, device=device)
-        return torch.stack(columns, 1)
+            return torch.zeros(n, 1, dtype=dtype, device=device)
+        return torch.stack(columns, 1).contiguous()
 
 
 def count_steps(chain, group, state, params) -> list[Tensor]:
@@ -131,11 +136,26 @@ def _prefix_values(prog, group, params, grads, state, fresh, steps, mode):
     return vals
 
 
+def _dense(p: Tensor) -> bool:
+    if p.is_contiguous():
+        return True
+    dims = sorted((st, sz) for st, sz in zip(p.stride(), p.shape) if sz != 1)
+    expect = 1
+    for st, sz in dims:
+        if st != expect:
+            return False
+        expect *= sz
+    return True
+
+
 def dense_like(t: Tensor, p: Tensor) -> bool:
     """Whether ``t`` lies in memory element for element as ``p`` does, with no gaps (so
     both can be read as flat arrays in storage order)."""
-    return t.shape == p.shape and (t.numel() <= 1 or (
-        t.stride() == p.stride() and torch.empty_like(p).stride() == p.stride()))
+    if t.numel() <= 1:
+        return t.shape == p.shape
+    if t.is_contiguous() and p.is_contiguous():
+        return t.shape == p.shape
+    return t.shape == p.shape and t.stride() == p.stride() and _dense(p)
 
 
 def split(step: Step) -> tuple[list[int], list[int]]:
