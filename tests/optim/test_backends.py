@@ -43,7 +43,7 @@ def odd_loss(params, t):
                for q in params)
 
 
-def run_case(case, backend, dtype=torch.float64, steps=6, change_lr=True, seed=0):
+def run_case(case, backend, dtype=torch.float64, steps=4, change_lr=True, seed=0):
     params = odd_params(dtype, seed)
     opt = make(case, params, backend=backend)
     seen = []
@@ -79,13 +79,17 @@ def test_every_backend_of_every_case_equals_the_reference(case, backend):
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
 
 
+FIRST_OF_EACH = [(c, i) for k, (c, i) in enumerate(zip(CASES, IDS))
+                 if c[0] not in {n for n, _ in CASES[:k]}]
+
+
 @pytest.mark.parametrize("backend", ["kernel", "triton"])
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", [c for c, _ in FIRST_OF_EACH], ids=[i for _, i in FIRST_OF_EACH])
 def test_generated_kernels_equal_the_reference_bitwise_in_float32(case, backend):
     if backend not in backends_for(case, torch.float32):
         pytest.skip(f"{backend} does not run this case")
-    ref, _, _ = run_case(case, "reference", torch.float32, steps=4)
-    got, _, _ = run_case(case, backend, torch.float32, steps=4)
+    ref, _, _ = run_case(case, "reference", torch.float32, steps=3)
+    got, _, _ = run_case(case, backend, torch.float32, steps=3)
     assert torch.equal(got, ref)
 
 
@@ -108,7 +112,7 @@ def test_a_new_learning_rate_never_compiles_again():
     assert len(cpu._KERNELS) == compiled
 
 
-@pytest.mark.parametrize("case,backend", [(c, b) for c, b in CASE_BACKENDS if b != "reference"][::3],
+@pytest.mark.parametrize("case,backend", [(c, b) for c, b in CASE_BACKENDS if b != "reference"][::5],
                          ids=lambda x: str(x) if isinstance(x, str) else None)
 def test_state_is_the_reference_state_and_grads_are_untouched(case, backend):
     states = []

@@ -33,6 +33,12 @@ __all__ = ["Transform", "Chain", "chain", "step_values", "scalar_dtype"]
 
 
 def scalar_dtype() -> torch.dtype:
+    """The dtype of the ``step`` counters: torch.optim's rule (float64 under a float64
+    default dtype, else float32).
+
+    >>> scalar_dtype()
+    torch.float32
+    """
     # Same rule as torch.optim for the `step` counters.
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 

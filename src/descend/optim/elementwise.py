@@ -480,11 +480,13 @@ def scalars(prog: Program, hyper: Mapping[str, Any], steps: Sequence[Any],
     return ev.out
 
 
-def group_norms(prog: Program, values: Mapping[int, list[Tensor]]) -> dict[int, Tensor]:
-    """The ``group_norm`` nodes of ``prog`` computed from the element values they read."""
+def group_norms(prog: Program, values: Mapping[int, list[Tensor]], only: int | None = None
+                ) -> dict[int, Tensor]:
+    """The ``group_norm`` nodes of ``prog`` (or only node ``only``) computed from the
+    element values they read (torch's ``_foreach_norm``, then the norm of the norms)."""
     out = {}
     for i, (op, args, kind) in enumerate(prog.nodes):
-        if op == "norm":
+        if op == "norm" and (only is None or i == only):
             x, p = values[args[0]], args[1]
             per = torch._foreach_norm(x, p)
             out[i] = torch.linalg.vector_norm(torch.stack([t.to(per[0].device) for t in per]), p)
@@ -592,6 +594,11 @@ def _scalar_call(fn, tensors, scalar, n):
 
 
 def fill_value(fill, hyper):
+    """The value a new state starts at: a number, or the hyperparameter it names.
+
+    >>> fill_value("initial_accumulator_value", {"initial_accumulator_value": 0.1}), fill_value(0.0, {})
+    (0.1, 0.0)
+    """
     return hyper[fill] if isinstance(fill, str) else fill
 
 
@@ -633,7 +640,7 @@ def evaluate(prog: Program, updates: list[Tensor], params: list[Tensor], state: 
         if kind == "s":
             norm = None
             if op == "norm":
-                norm = group_norms(prog_slice(prog, i), {args[0]: vals[args[0]]})[i]
+                norm = group_norms(prog, {args[0]: vals[args[0]]}, only=i)[i]
             ev.node(i, norm)
         elif op == "grad":
             vals[i] = list(updates)
@@ -656,5 +663,3 @@ def evaluate(prog: Program, updates: list[Tensor], params: list[Tensor], state: 
     return list(out)
 
 
-def prog_slice(prog, i):
-    return prog

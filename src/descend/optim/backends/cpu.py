@@ -170,6 +170,7 @@ def _tensor(step: Step, role, i) -> Tensor:
 
 
 def supported(params: list[Tensor]) -> bool:
+    """Whether the kernels take these parameters (their device and dtype)."""
     return all(p.device.type == "cpu" and p.dtype in DTYPES for p in params)
 
 

@@ -73,6 +73,8 @@ class Step:
 
 
 def count_steps(chain, group, state, params) -> list[Tensor]:
+    """``step += 1`` for every parameter when the chain keeps a counter (made at 0 first,
+    on the parameters' device with ``capturable``); returns the counters."""
     if not chain.uses_step(group):
         return []
     capturable = bool(group.get("capturable", False))

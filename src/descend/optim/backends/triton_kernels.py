@@ -158,6 +158,8 @@ def kernel_source(prog, cols, dtypes, compute):
 
 
 def kernel_for(step: Step, idx: list[int], interpret: bool):
+    """The kernel (compiled, or interpreted for CPU tensors) for the tensors ``idx`` of
+    ``step``, with its roles and scalar columns."""
     prog = step.prog
     roles = _roles(prog)
     i0 = idx[0]
@@ -184,6 +186,7 @@ def _tensor(step: Step, role, i) -> Tensor:
 
 
 def supported(params: list[Tensor]) -> bool:
+    """Whether the kernels take these parameters (their device and dtype)."""
     return all(p.dtype in DTYPES for p in params)
 
 
