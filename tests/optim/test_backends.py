@@ -153,8 +153,10 @@ def test_auto_on_cpu():
     kernel = "kernel" if cpu.available() else None
     assert picked("sgd") == "foreach"                          # measured faster than fused
     assert picked("sgd", weight_decay=0.1) == "foreach"
-    for name in ("momentum", "adagrad", "adam", "adamw"):
+    for name in ("momentum", "adagrad"):
         assert picked(name) == (kernel or "fused"), name
+    for name in ("adam", "adamw"):                             # torch's fused: measured faster
+        assert picked(name) == "fused", name
     for name in ("rmsprop", "adadelta", "rmsprop_nesterov", "momentum_textbook"):
         assert picked(name) == (kernel or "tiled"), name
     assert picked("adam", clip_norm=1.0, grad_noise=0.1) == (kernel or "tiled")

@@ -30,8 +30,13 @@ def _denominator(r, h, scale=None):
     return d + h["eps"]
 
 
-def _eps_root(hyper):
-    return "eps_root" if hyper.get("eps_root", 0.0) else None
+def _torch(algorithm, hyper, **args):
+    """A preconditioner's answer to ``torch_args``: torch's ``algorithm`` with ``args``,
+    or that algorithm lacking ``eps_root`` when it is on."""
+    out = {"algorithm": algorithm, **args}
+    if hyper.get("eps_root", 0.0):
+        out["lacks"] = "eps_root"
+    return (2, out)
 
 
 class scale_by_adagrad(Transform):
@@ -65,9 +70,8 @@ class scale_by_adagrad(Transform):
         return u / _denominator(s.sum, h)
 
     def torch_args(self, hyper):
-        return _eps_root(hyper) or (2, {"algorithm": "adagrad", "eps": hyper["eps"],
-                                        "initial_accumulator_value":
-                                            hyper["initial_accumulator_value"]})
+        return _torch("adagrad", hyper, eps=hyper["eps"],
+                      initial_accumulator_value=hyper["initial_accumulator_value"])
 
 
 class scale_by_inverse_time(Transform):
@@ -144,8 +148,8 @@ class scale_by_rms(Transform):
         return u / _denominator(r, h)
 
     def torch_args(self, hyper):
-        return _eps_root(hyper) or (2, {"algorithm": "rmsprop", "alpha": hyper["alpha"],
-                                        "eps": hyper["eps"], "centered": hyper["centered"]})
+        return _torch("rmsprop", hyper, alpha=hyper["alpha"], eps=hyper["eps"],
+                      centered=hyper["centered"])
 
 
 class scale_by_adadelta(Transform):
@@ -181,7 +185,7 @@ class scale_by_adadelta(Transform):
         return delta
 
     def torch_args(self, hyper):
-        return (2, {"algorithm": "adadelta", "rho": hyper["rho"], "eps": hyper["eps"]})
+        return _torch("adadelta", hyper, rho=hyper["rho"], eps=hyper["eps"])
 
 
 class scale_by_adam(Transform):
@@ -228,8 +232,8 @@ class scale_by_adam(Transform):
         return s.exp_avg / (1 - b1 ** t) / _denominator(r, h, 1 / (1 - b2 ** t))
 
     def torch_args(self, hyper):
-        return _eps_root(hyper) or (2, {"algorithm": "adam", "betas": hyper["betas"],
-                                        "eps": hyper["eps"], "amsgrad": hyper["amsgrad"]})
+        return _torch("adam", hyper, betas=hyper["betas"], eps=hyper["eps"],
+                      amsgrad=hyper["amsgrad"])
 
 
 class Adagrad(Optimizer):

@@ -160,7 +160,8 @@ class Transform:
         that call torch's kernels: ``None`` when it does nothing under ``hyper``; the name
         of the option torch lacks (a string); or ``(stage, arguments)``, the keyword
         arguments of torch's functional optimizer it stands for, ``"algorithm"`` among them
-        for a preconditioner ("adam", "rmsprop"...). Stages order the parts as torch
+        for a preconditioner ("adam", "rmsprop"...), and ``"lacks"`` naming an option of
+        it that torch's algorithm does not have. Stages order the parts as torch
         applies them: 0 sign, 1 coupled decay, 2 preconditioner, 3 lr decay, 4 the step,
         5 decoupled decay. The default: not in torch (its class name)."""
         return type(self).__name__

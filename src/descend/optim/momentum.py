@@ -115,11 +115,11 @@ class momentum_step(Transform):
 
     def torch_args(self, hyper):
         m = hyper["momentum"]
-        if m and hyper["momentum_form"] != "torch":
-            return "momentum_form"
-        if hyper["lookahead"]:
-            return "lookahead"
         args = {"lr": hyper["lr"]}
+        if m and hyper["momentum_form"] != "torch":
+            args["lacks"] = "momentum_form"
+        elif hyper["lookahead"]:
+            args["lacks"] = "lookahead"
         if m:
             args["momentum"] = m
             if hyper["dampening"]:

@@ -63,6 +63,8 @@ def torch_config(transform: Chain, group: Mapping[str, Any]) -> tuple[str | None
         if isinstance(r, str):
             why = why or r
             continue
+        if "lacks" in r[1]:
+            why = why or r[1]["lacks"]
         parts.append(r)
     algos = [a["algorithm"] for _, a in parts if "algorithm" in a]
     if len(algos) > 1:
@@ -77,7 +79,7 @@ def torch_config(transform: Chain, group: Mapping[str, Any]) -> tuple[str | None
         return None, "the chain is not one of torch's algorithms", {}
     args: dict[str, Any] = {}
     for _, a in parts:
-        args.update({k: v for k, v in a.items() if k != "algorithm"})
+        args.update({k: v for k, v in a.items() if k not in ("algorithm", "lacks")})
     extra = sorted(set(args) - TAKES[algo])
     if extra:
         return None, f"{extra[0]} is not in torch's {algo}", {}
