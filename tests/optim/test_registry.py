@@ -49,8 +49,10 @@ def minimise(name, f, steps, **kwargs):
     return float(f(x.detach()))
 
 
-def test_every_entry_has_a_convergence_setting():
+def test_every_entry_has_a_convergence_setting_and_rows_in_the_case_table():
+    from cases import CASES
     assert set(NAMES) == set(CONFIG), "add the new optimizer to CONFIG"
+    assert set(NAMES) == {name for name, _ in CASES}, "add the new optimizer to tests/optim/cases.py"
     for name in ["sgd", "momentum", "momentum_textbook", "nesterov", "nesterov_lookahead",
                  "adagrad", "rmsprop", "rmsprop_nesterov", "adadelta", "adam", "adamw"]:
         assert name in OPTIMIZERS

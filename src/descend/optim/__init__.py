@@ -17,7 +17,8 @@ from descend.optim.adaptive import (
     scale_by_adam, scale_by_inverse_time, scale_by_rms,
 )
 from descend.optim.averaging import EMA, WeightAverage
-from descend.optim.core import Chain, Optimizer, Transform, chain, step_values
+from descend.optim.core import Chain, Transform, chain, step_values
+from descend.optim.optimizer import BACKENDS, Optimizer
 from descend.optim.decay import (
     add_decoupled_weight_decay, add_l1, add_weight_decay, decay_groups, prox_l1,
 )
@@ -69,7 +70,7 @@ def create(name: str, params, **kwargs) -> Optimizer:
 
 
 __all__ = [
-    "OPTIMIZERS", "create", "Optimizer", "Transform", "Chain", "chain", "step_values",
+    "OPTIMIZERS", "create", "Optimizer", "BACKENDS", "Transform", "Chain", "chain", "step_values",
     "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW",
     "scale_by_lr", "momentum_step", "scale_by_adagrad", "scale_by_inverse_time",
     "scale_by_rms", "scale_by_adadelta", "scale_by_adam",

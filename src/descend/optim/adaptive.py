@@ -8,38 +8,35 @@ the notes use both (AdaGrad, Adam: delta + sqrt(r); RMSProp Alg. 8.5: sqrt(delta
 
 from __future__ import annotations
 
-import torch
-
 from descend._validation import check_bool, check_pair, check_range
-from descend.optim.core import Optimizer, Transform, check_torch_flags, step_values
+from descend.optim.core import Transform
+from descend.optim.optimizer import Optimizer, check_torch_flags
+from descend.optim.elementwise import maximum, sqrt
 from descend.optim.momentum import momentum_step, scale_by_lr, with_extras
 
 __all__ = ["scale_by_adagrad", "scale_by_inverse_time", "scale_by_rms", "scale_by_adadelta",
            "scale_by_adam", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
 
 
-def _zeros(state, updates, key, fill=0.0):
-    out = []
-    for st, u in zip(state, updates):
-        if st.get(key) is None:
-            st[key] = torch.full_like(u, fill, memory_format=torch.preserve_format)
-        out.append(st[key])
-    return out
-
-
-def _denominator(r, hyper, scale=None):
-    """sqrt(r * scale + eps_root) + eps, per tensor (scale: per-tensor floats or None)."""
-    eps, eps_root = hyper["eps"], hyper.get("eps_root", 0.0)
+def _denominator(r, h, scale=None):
+    """sqrt(r * scale + eps_root) + eps (scale: a scalar or None)."""
+    eps_root = h["eps_root"] if "eps_root" in h else 0.0
     if eps_root:
-        d = torch._foreach_mul(r, scale) if scale is not None else torch._foreach_add(r, 0.0)
-        torch._foreach_add_(d, eps_root)
-        torch._foreach_sqrt_(d)
+        d = sqrt((r * scale if scale is not None else r) + eps_root)
     else:
-        d = torch._foreach_sqrt(r)
+        d = sqrt(r)
         if scale is not None:
-            torch._foreach_mul_(d, [s ** 0.5 for s in scale])
-    torch._foreach_add_(d, eps)
-    return d
+            d = d * sqrt(scale)
+    return d + h["eps"]
+
+
+def _torch(algorithm, hyper, **args):
+    """A preconditioner's answer to ``torch_args``: torch's ``algorithm`` with ``args``,
+    or that algorithm lacking ``eps_root`` when it is on."""
+    out = {"algorithm": algorithm, **args}
+    if hyper.get("eps_root", 0.0):
+        out["lacks"] = "eps_root"
+    return (2, out)
 
 
 class scale_by_adagrad(Transform):
@@ -57,6 +54,9 @@ class scale_by_adagrad(Transform):
     """
 
     defaults = {"eps": 1e-10, "initial_accumulator_value": 0.0}
+    advanced = ("initial_accumulator_value",)
+    state_names = ("sum",)
+    fills = {"sum": "initial_accumulator_value"}
 
     def validate(self, hyper):
         check_range("eps", hyper["eps"], ge=0)
@@ -65,11 +65,13 @@ class scale_by_adagrad(Transform):
     def uses_step(self, hyper):
         return True
 
-    def update(self, updates, state, params, hyper):
-        r = _zeros(state, updates, "sum", hyper["initial_accumulator_value"])
-        torch._foreach_addcmul_(r, updates, updates, value=1)
-        torch._foreach_div_(updates, _denominator(r, hyper))
-        return updates
+    def math(self, u, w, s, h):
+        s.sum = s.sum + u * u
+        return u / _denominator(s.sum, h)
+
+    def torch_args(self, hyper):
+        return _torch("adagrad", hyper, eps=hyper["eps"],
+                      initial_accumulator_value=hyper["initial_accumulator_value"])
 
 
 class scale_by_inverse_time(Transform):
@@ -86,6 +88,8 @@ class scale_by_inverse_time(Transform):
     """
 
     defaults = {"lr_decay": 0.0}
+    advanced = ("lr_decay",)
+    state_names = ()
 
     def validate(self, hyper):
         check_range("lr_decay", hyper["lr_decay"], ge=0)
@@ -93,11 +97,12 @@ class scale_by_inverse_time(Transform):
     def uses_step(self, hyper):
         return hyper["lr_decay"] > 0
 
-    def update(self, updates, state, params, hyper):
-        k = hyper["lr_decay"]
-        if k:
-            torch._foreach_div_(updates, [1 + (t - 1) * k for t in step_values(state)])
-        return updates
+    def math(self, u, w, s, h):
+        k = h["lr_decay"]
+        return u / (1 + (s.step - 1) * k) if k else u
+
+    def torch_args(self, hyper):
+        return (3, {"lr_decay": hyper["lr_decay"]}) if hyper["lr_decay"] else None
 
 
 class scale_by_rms(Transform):
@@ -121,6 +126,8 @@ class scale_by_rms(Transform):
     """
 
     defaults = {"alpha": 0.99, "eps": 1e-8, "eps_root": 0.0, "centered": False}
+    advanced = ("eps_root",)
+    state_names = ("square_avg", "grad_avg")
 
     def validate(self, hyper):
         check_range("alpha", hyper["alpha"], ge=0, le=1)
@@ -131,17 +138,18 @@ class scale_by_rms(Transform):
     def uses_step(self, hyper):
         return True
 
-    def update(self, updates, state, params, hyper):
-        a = hyper["alpha"]
-        r = _zeros(state, updates, "square_avg")
-        torch._foreach_mul_(r, a)
-        torch._foreach_addcmul_(r, updates, updates, value=1 - a)
-        if hyper["centered"]:
-            s = _zeros(state, updates, "grad_avg")
-            torch._foreach_lerp_(s, updates, 1 - a)
-            r = torch._foreach_addcmul(r, s, s, value=-1)
-        torch._foreach_div_(updates, _denominator(r, hyper))
-        return updates
+    def math(self, u, w, s, h):
+        a = h["alpha"]
+        s.square_avg = a * s.square_avg + (1 - a) * u * u
+        r = s.square_avg
+        if h["centered"]:
+            s.grad_avg = s.grad_avg + (1 - a) * (u - s.grad_avg)
+            r = r - s.grad_avg * s.grad_avg
+        return u / _denominator(r, h)
+
+    def torch_args(self, hyper):
+        return _torch("rmsprop", hyper, alpha=hyper["alpha"], eps=hyper["eps"],
+                      centered=hyper["centered"])
 
 
 class scale_by_adadelta(Transform):
@@ -160,6 +168,7 @@ class scale_by_adadelta(Transform):
     """
 
     defaults = {"rho": 0.9, "eps": 1e-6}
+    state_names = ("square_avg", "acc_delta")
 
     def validate(self, hyper):
         check_range("rho", hyper["rho"], ge=0, le=1)
@@ -168,21 +177,15 @@ class scale_by_adadelta(Transform):
     def uses_step(self, hyper):
         return True
 
-    def update(self, updates, state, params, hyper):
-        rho, eps = hyper["rho"], hyper["eps"]
-        r = _zeros(state, updates, "square_avg")
-        acc = _zeros(state, updates, "acc_delta")
-        torch._foreach_mul_(r, rho)
-        torch._foreach_addcmul_(r, updates, updates, value=1 - rho)
-        std = torch._foreach_add(r, eps)
-        torch._foreach_sqrt_(std)
-        delta = torch._foreach_add(acc, eps)
-        torch._foreach_sqrt_(delta)
-        torch._foreach_div_(delta, std)
-        torch._foreach_mul_(delta, updates)
-        torch._foreach_mul_(acc, rho)
-        torch._foreach_addcmul_(acc, delta, delta, value=1 - rho)
-        return list(delta)
+    def math(self, u, w, s, h):
+        rho, eps = h["rho"], h["eps"]
+        s.square_avg = rho * s.square_avg + (1 - rho) * u * u
+        delta = sqrt(s.acc_delta + eps) / sqrt(s.square_avg + eps) * u
+        s.acc_delta = rho * s.acc_delta + (1 - rho) * delta * delta
+        return delta
+
+    def torch_args(self, hyper):
+        return _torch("adadelta", hyper, rho=hyper["rho"], eps=hyper["eps"])
 
 
 class scale_by_adam(Transform):
@@ -205,6 +208,8 @@ class scale_by_adam(Transform):
     """
 
     defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "eps_root": 0.0, "amsgrad": False}
+    advanced = ("eps_root",)
+    state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def validate(self, hyper):
         check_pair("betas", hyper["betas"])
@@ -215,24 +220,20 @@ class scale_by_adam(Transform):
     def uses_step(self, hyper):
         return True
 
-    def update(self, updates, state, params, hyper):
-        b1, b2 = (float(b) for b in hyper["betas"])
-        s = _zeros(state, updates, "exp_avg")
-        r = _zeros(state, updates, "exp_avg_sq")
-        torch._foreach_lerp_(s, updates, 1 - b1)
-        torch._foreach_mul_(r, b2)
-        torch._foreach_addcmul_(r, updates, updates, value=1 - b2)
-        if hyper["amsgrad"]:
-            rmax = _zeros(state, updates, "max_exp_avg_sq")
-            torch._foreach_maximum_(rmax, r)
-            r = rmax
-        t = step_values(state)
-        bc1 = [1 - b1 ** k for k in t]
-        denom = _denominator(r, hyper, [1 / (1 - b2 ** k) for k in t])
-        torch._foreach_copy_(updates, s)
-        torch._foreach_div_(updates, bc1)
-        torch._foreach_div_(updates, denom)
-        return updates
+    def math(self, u, w, s, h):
+        b1, b2 = h["betas"]
+        s.exp_avg = s.exp_avg + (1 - b1) * (u - s.exp_avg)
+        s.exp_avg_sq = b2 * s.exp_avg_sq + (1 - b2) * u * u
+        r = s.exp_avg_sq
+        if h["amsgrad"]:
+            s.max_exp_avg_sq = maximum(s.max_exp_avg_sq, r)
+            r = s.max_exp_avg_sq
+        t = s.step
+        return s.exp_avg / (1 - b1 ** t) / _denominator(r, h, 1 / (1 - b2 ** t))
+
+    def torch_args(self, hyper):
+        return _torch("adam", hyper, betas=hyper["betas"], eps=hyper["eps"],
+                      amsgrad=hyper["amsgrad"])
 
 
 class Adagrad(Optimizer):
@@ -302,7 +303,7 @@ class RMSprop(Optimizer):
             params, with_extras(scale_by_rms(), momentum_step()),
             lr=lr, alpha=alpha, eps=eps, eps_root=eps_root, weight_decay=weight_decay,
             momentum=momentum, centered=centered, maximize=maximize, nesterov=nesterov,
-            lookahead=lookahead, momentum_form=momentum_form, **extras)
+            lookahead=lookahead, momentum_form=momentum_form, capturable=capturable, **extras)
 
 
 class Adadelta(Optimizer):
@@ -327,7 +328,7 @@ class Adadelta(Optimizer):
         check_torch_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
         super().__init__(params, with_extras(scale_by_adadelta(), scale_by_lr()), lr=lr,
                          rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                         **extras)
+                         capturable=capturable, **extras)
 
 
 class Adam(Optimizer):
@@ -363,7 +364,7 @@ class Adam(Optimizer):
             decoupled_weight_decay = self._decoupled_default
         super().__init__(params, with_extras(scale_by_adam(), scale_by_lr()), lr=lr,
                          betas=betas, eps=eps, eps_root=eps_root, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize,
+                         amsgrad=amsgrad, maximize=maximize, capturable=capturable,
                          decoupled_weight_decay=decoupled_weight_decay, **extras)
 
 

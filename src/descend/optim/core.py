@@ -1,5 +1,6 @@
-"""The optimizer core: transforms on lists of tensors, ``chain``, and the adapter that
-turns a chain into a real ``torch.optim.Optimizer``.
+"""The optimizer core: transforms on lists of tensors and ``chain``. The adapter that
+turns a chain into a real ``torch.optim.Optimizer`` is :mod:`descend.optim.optimizer`
+(above the transforms and the backends); this module knows neither.
 
 Every method of the notes is the same loop::
 
@@ -26,15 +27,18 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from descend._validation import check_bool, check_choice, check_no_unknown, fail
+from descend._validation import check_no_unknown, fail
 
-__all__ = ["Transform", "Chain", "chain", "Optimizer", "step_values", "BACKENDS"]
-
-#: How a chain's update may run (see :mod:`descend.optim.fused`).
-BACKENDS = ("auto", "reference", "kernel", "tiled", "foreach", "fused")
+__all__ = ["Transform", "Chain", "chain", "step_values", "scalar_dtype"]
 
 
-def _scalar_dtype() -> torch.dtype:
+def scalar_dtype() -> torch.dtype:
+    """The dtype of the ``step`` counters: torch.optim's rule (float64 under a float64
+    default dtype, else float32).
+
+    >>> scalar_dtype()
+    torch.float32
+    """
     # Same rule as torch.optim for the `step` counters.
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
@@ -79,6 +83,11 @@ class Transform:
 
     defaults: dict[str, Any] = {}
 
+    #: The names of the per-parameter state this transform may keep, under any options;
+    #: ``None`` when it does not say (its state is then loaded unchecked, and only the
+    #: reference path runs it). See :meth:`state_spec`.
+    state_names: tuple[str, ...] | None = None
+
     def __init__(self, **hyper):
         unknown = {k: v for k, v in hyper.items() if k not in type(self).defaults}
         check_no_unknown(type(self).__name__, unknown)
@@ -89,16 +98,89 @@ class Transform:
         """Fresh per-parameter state; most transforms create theirs lazily in ``update``."""
         return [{} for _ in params]
 
+    #: The per-element update, ``math(u, w, s, h) -> new u`` (see
+    #: :mod:`descend.optim.elementwise`), for an elementwise transform; ``None`` for one
+    #: that implements :meth:`update` on lists of tensors itself. Every path of an
+    #: elementwise transform (reference, tiled, CPU and GPU kernels) is made from it.
+    math: Callable | None = None
+
+    #: The value each state starts at (a number, or the name of a hyperparameter); 0
+    #: when not listed.
+    fills: dict[str, Any] = {}
+
+    #: Hyperparameters whose value (not only whether it is on) decides the code.
+    exact: tuple[str, ...] = ()
+
+    #: Of its hyperparameters, the ones a user rarely sets (the notes' variants and the
+    #: cross-cutting extras): shown folded by the playground, listed apart in the docs.
+    advanced: tuple[str, ...] = ()
+
+    def options_on(self, hyper: Mapping[str, Any]) -> tuple[str, ...]:
+        """The options of this transform that are on under ``hyper``: its flags, choices
+        and advanced hyperparameters set away from their defaults. The one question the
+        playground, the docs and the backends' reasons ask of a transform."""
+        on = []
+        for k, default in type(self).defaults.items():
+            v = hyper.get(k, default)
+            if isinstance(default, (bool, str)) or default is None or k in self.advanced:
+                if torch.is_tensor(v) or v != default:
+                    on.append(k)
+        return tuple(on)
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether the transform states its update per element (:attr:`math`)."""
+        return type(self).math is not None
+
+    def program(self, hyper: Mapping[str, Any]):
+        """The traced :attr:`math` under the structure of ``hyper`` (cached per structure)."""
+        from descend.optim.elementwise import structure, trace
+        key = (structure(hyper, self.defaults),
+               tuple(hyper.get(k) for k in self.exact))
+        cache = self.__dict__.setdefault("_programs", {})
+        prog = cache.get(key)
+        if prog is None:
+            prog = cache[key] = trace(self.math, hyper, self._fills(), self.exact)
+        return prog
+
+    def _fills(self) -> dict[str, Any]:
+        return {k: self.fills.get(k, 0.0) for k in (self.state_names or ())}
+
     def update(self, updates: list[Tensor], state: list[dict], params: list[Tensor],
                hyper: Mapping[str, Any]) -> list[Tensor]:
-        raise NotImplementedError
+        """The new updates (and state) for ``updates``: :attr:`math` evaluated with torch's
+        multi-tensor operations, for an elementwise transform."""
+        if self.math is None:
+            raise NotImplementedError(f"{type(self).__name__} has neither math nor update")
+        from descend.optim.elementwise import evaluate
+        return evaluate(self.program(hyper), updates, params, state, hyper)
+
+    def torch_args(self, hyper: Mapping[str, Any]):
+        """What this transform is in torch's optimizers under ``hyper``, for the backends
+        that call torch's kernels: ``None`` when it does nothing under ``hyper``; the name
+        of the option torch lacks (a string); or ``(stage, arguments)``, the keyword
+        arguments of torch's functional optimizer it stands for, ``"algorithm"`` among them
+        for a preconditioner ("adam", "rmsprop"...), and ``"lacks"`` naming an option of
+        it that torch's algorithm does not have. Stages order the parts as torch
+        applies them: 0 sign, 1 coupled decay, 2 preconditioner, 3 lr decay, 4 the step,
+        5 decoupled decay. The default: not in torch (its class name)."""
+        return type(self).__name__
 
     def validate(self, hyper: Mapping[str, Any]) -> None:
         """Raise ``ValueError``/``TypeError`` for a bad hyperparameter in ``hyper``."""
 
     def uses_step(self, hyper: Mapping[str, Any]) -> bool:
-        """Whether this transform reads ``state['step']`` under ``hyper``."""
-        return False
+        """Whether this transform keeps ``state['step']`` under ``hyper`` (by default:
+        whether its math reads it)."""
+        return self.math is not None and self.program(hyper).uses_step
+
+    def state_spec(self, hyper: Mapping[str, Any]) -> dict[str, str]:
+        """The state it keeps under ``hyper``: name -> ``"param"`` (a tensor shaped like
+        the parameter) or ``"scalar"`` (a 0-d counter). Names are among ``state_names``;
+        by default the state its math reads or writes."""
+        if self.math is None:
+            return {}
+        return {k: "param" for k in self.program(hyper).state}
 
     def lookahead_shift(self, state: list[dict], params: list[Tensor],
                         hyper: Mapping[str, Any]) -> list[Tensor] | None:
@@ -144,13 +226,63 @@ class Chain(Transform):
     def uses_step(self, hyper):
         return any(t.uses_step(hyper) for t in self.transforms)
 
+    @property
+    def state_names(self):
+        names = {"step"}
+        for t in self.transforms:
+            if t.state_names is None:
+                return None
+            names.update(t.state_names)
+        return tuple(sorted(names))
+
+    def state_spec(self, hyper):
+        spec = {"step": "scalar"} if self.uses_step(hyper) else {}
+        for t in self.transforms:
+            spec.update(t.state_spec(hyper))
+        return spec
+
+    @property
+    def elementwise(self) -> bool:
+        return all(t.elementwise for t in self.transforms)
+
+    @property
+    def advanced(self):
+        return tuple(dict.fromkeys(k for t in self.transforms for k in t.advanced))
+
+    def options_on(self, hyper):
+        return tuple(dict.fromkeys(k for t in self.transforms for k in t.options_on(hyper)))
+
+    @property
+    def exact(self):
+        return tuple(k for t in self.transforms for k in t.exact)
+
+    def _fills(self):
+        out = {}
+        for t in self.transforms:
+            out.update(t._fills())
+        return out
+
+    def program(self, hyper):
+        """The whole chain's per-element update as one program (every transform
+        elementwise), traced once per structure of ``hyper``."""
+        from descend.optim.elementwise import chain_math, structure, trace
+        if not self.elementwise:
+            raise TypeError("the chain has a transform that is not elementwise")
+        key = (structure(hyper, self.defaults), tuple(hyper.get(k) for k in self.exact))
+        cache = self.__dict__.setdefault("_programs", {})
+        prog = cache.get(key)
+        if prog is None:
+            prog = cache[key] = trace(chain_math(self.transforms), hyper, self._fills(),
+                                      self.exact)
+        return prog
+
     def update(self, updates, state, params, hyper):
         """Run every transform in order; counts the step first when any transform needs it."""
         if self.uses_step(hyper):
             steps = []
             for st, p in zip(state, params):
                 if "step" not in st:
-                    st["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+                    st["step"] = torch.tensor(0.0, dtype=scalar_dtype())
                 steps.append(st["step"])
             for s in steps:
                 s.add_(1)
@@ -188,187 +320,3 @@ def chain(*transforms: Transform) -> Chain:
         0.9
     """
     return Chain(*transforms)
-
-
-def _check_group_keys(where: str, group: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    allowed = set(allowed) | {"params", "initial_lr", "param_names"}
-    check_no_unknown(where, {k: v for k, v in group.items() if k not in allowed})
-
-
-class Optimizer(torch.optim.Optimizer):
-    """Turn a transform (usually a :func:`chain`) into a ``torch.optim.Optimizer``.
-
-    ``param_groups`` hold the hyperparameters, read at every step, so torch's LR
-    schedulers (including ``OneCycleLR`` with ``cycle_momentum`` and
-    ``ReduceLROnPlateau``) and ``torch.amp.GradScaler`` work unchanged. State lives in
-    ``self.state[p]`` under the transforms' stable names; ``state_dict`` /
-    ``load_state_dict`` / ``zero_grad`` / ``add_param_group`` are torch's.
-
-    Args:
-        params: parameters or parameter groups (dicts), as for any torch optimizer.
-        transform: the transform to run (a single transform is wrapped in a chain).
-        backend: "auto" (default), "reference", "kernel", "tiled", "foreach" or "fused":
-            how the update runs (:mod:`descend.optim.fused`); also a per-group key. The
-            path the last group's step took is ``last_backend``.
-        **hyper: default hyperparameters; each must be one the transform reads.
-
-    Example:
-        >>> import torch
-        >>> from descend.optim import Optimizer, chain, scale_by_rms, momentum_step
-        >>> w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
-        >>> opt = Optimizer([w], chain(scale_by_rms(), momentum_step()), lr=0.01, momentum=0.9)
-        >>> (w ** 2).sum().backward(); _ = opt.step()
-        >>> opt.param_groups[0]["momentum"]
-        0.9
-
-    Differs from torch: ``step(closure)`` is required when a group uses look-ahead
-    Nesterov (``lookahead=True``): the gradient is evaluated at the look-ahead point.
-    """
-
-    def __init__(self, params, transform: Transform, *, backend: str = "auto", **hyper):
-        if not isinstance(transform, Transform):
-            fail("transform", "a Transform", transform, TypeError)
-        if not isinstance(transform, Chain):
-            transform = Chain(transform)
-        unknown = {k: v for k, v in hyper.items() if k not in transform.defaults}
-        check_no_unknown(type(self).__name__, unknown)
-        check_choice("backend", backend, BACKENDS)
-        defaults = {**transform.defaults, **hyper, "backend": backend}
-        transform.validate(defaults)
-        self.transform = transform
-        super().__init__(params, defaults)
-
-    # -- torch API -------------------------------------------------------------------
-    def add_param_group(self, param_group: dict) -> None:
-        """Add a group; its hyperparameters are checked like the constructor's."""
-        if isinstance(param_group, dict):
-            _check_group_keys("param group", param_group, self.defaults)
-        super().add_param_group(param_group)
-        self.transform.validate(self.param_groups[-1])
-        check_choice("backend", self.param_groups[-1].get("backend", "auto"), BACKENDS)
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        # A state dict saved by torch (or an older version) may lack our keys.
-        for group in self.param_groups:
-            for k, v in self.defaults.items():
-                group.setdefault(k, v)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None):
-        """One update of every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is None and any(g.get("lookahead", False) for g in self.param_groups):
-            raise ValueError(
-                "`closure` must be given when lookahead=True (the gradient is "
-                "evaluated at the look-ahead point w + momentum * v). Received: closure=None"
-            )
-        shifted = self._shift_to_lookahead()
-        if shifted:
-            try:
-                with torch.enable_grad():
-                    loss = closure()
-            finally:
-                self._restore(shifted)
-        elif closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, state = [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                params.append(p)
-                grads.append(p.grad)
-                state.append(self.state[p])
-            if params:
-                self._update_group(group, params, grads, state)
-        return loss
-
-    # -- the one dispatch point ------------------------------------------------------
-    def _update_group(self, group: dict, params: list[Tensor], grads: list[Tensor],
-                      state: list[dict]) -> None:
-        """How a chain's update is executed: the single place to add fast backends.
-
-        The reference path runs the chain on the whole group with multi-tensor
-        (``torch._foreach_*``) operations, in the parameters' own dtype. The gradients
-        are copied into a persistent workspace (one buffer per parameter, not part of
-        the state dict), so that transforms may work in place without touching
-        ``p.grad`` and without allocating memory at every step. A fast backend must
-        give the same results as this path (and be tested equal to it).
-
-        The group's ``backend`` ("auto" by default) picks a fast path from
-        :mod:`descend.optim.fused` when one computes this chain; "reference" forces
-        this path.
-        """
-        if group.get("backend", "auto") != "reference":
-            from descend.optim import fused
-            if fused.dispatch(self, group, params, grads, state):
-                return
-        self._reference_update(group, params, grads, state)
-
-    def _reference_update(self, group: dict, params: list[Tensor], grads: list[Tensor],
-                          state: list[dict]) -> None:
-        """The reference path: the chain on whole tensors, on a copy of the gradients."""
-        self.last_backend = "reference"
-        updates = self._workspace(params, grads)
-        updates = self.transform.update(updates, state, params, group)
-        torch._foreach_add_(params, updates)
-
-    def _workspace(self, params: list[Tensor], grads: list[Tensor],
-                   copy: bool = True) -> list[Tensor]:
-        space = self.__dict__.setdefault("_descend_workspace", {})
-        out = []
-        for p, g in zip(params, grads):
-            buf = space.get(p)
-            if buf is None or buf.shape != g.shape or buf.dtype != g.dtype or buf.device != g.device:
-                buf = space[p] = torch.empty_like(g, memory_format=torch.preserve_format)
-            out.append(buf)
-        if copy:
-            torch._foreach_copy_(out, grads)
-        return out
-
-    # -- look-ahead (Nesterov evaluated at w + a v) -----------------------------------
-    def _shift_to_lookahead(self) -> list[tuple[Tensor, Tensor]]:
-        saved = []
-        for group in self.param_groups:
-            if not group.get("lookahead", False):
-                continue
-            params = [p for p in group["params"] if self.state[p]]
-            if not params:
-                continue
-            shift = self.transform.lookahead_shift([self.state[p] for p in params], params, group)
-            if shift is None:
-                continue
-            for p, s in zip(params, shift):
-                saved.append((p, p.detach().clone()))
-                p.add_(s)
-        return saved
-
-    @staticmethod
-    def _restore(saved: list[tuple[Tensor, Tensor]]) -> None:
-        with torch.no_grad():
-            for p, w in saved:
-                p.copy_(w)
-
-
-def check_torch_flags(*, foreach=None, capturable=False, differentiable=False,
-                      fused=None) -> None:
-    """Check torch's implementation flags: accepted for drop-in use, not all supported.
-
-    >>> check_torch_flags(foreach=True)          # accepted
-    >>> check_torch_flags(fused=True)
-    Traceback (most recent call last):
-        ...
-    ValueError: ...
-    """
-    if foreach is not None:
-        check_bool("foreach", foreach)
-    if capturable is not False:
-        fail("capturable", "False (CUDA-graph capture is not supported)", capturable)
-    if differentiable is not False:
-        fail("differentiable", "False (the update is not differentiable)", differentiable)
-    if fused not in (None, False):
-        fail("fused", "None or False (no fused backend is installed)", fused)

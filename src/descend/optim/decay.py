@@ -13,16 +13,24 @@ from torch import nn
 
 from descend._validation import check_bool, check_choice, check_range
 from descend.optim.core import Transform
+from descend.optim.elementwise import maximum, per_tensor, sign, where
 
 __all__ = ["add_weight_decay", "add_decoupled_weight_decay", "add_l1", "prox_l1", "decay_groups"]
 
+
 _EXCLUDE = ("none", "bias_and_norm")
+_L1_MODES = ("subgradient", "proximal")
 
 
-def _decayed(params, hyper):
-    if hyper.get("weight_decay_exclude", "none") == "bias_and_norm":
-        return [i for i, p in enumerate(params) if p.dim() > 1]
-    return list(range(len(params)))
+def _has_two_dims(p) -> bool:
+    return p.dim() > 1
+
+
+def _only_decayed(decayed, u, h):
+    """``decayed`` for the parameters that ``weight_decay_exclude`` leaves decayed, else ``u``."""
+    if h["weight_decay_exclude"] == "bias_and_norm":
+        return where(per_tensor("two_dims", _has_two_dims), decayed, u)
+    return decayed
 
 
 class add_weight_decay(Transform):
@@ -42,20 +50,26 @@ class add_weight_decay(Transform):
     """
 
     defaults = {"weight_decay": 0.0, "decoupled_weight_decay": False, "weight_decay_exclude": "none"}
+    advanced = ("decoupled_weight_decay", "weight_decay_exclude")
+    state_names = ()
 
     def validate(self, hyper):
         check_range("weight_decay", hyper["weight_decay"], ge=0)
         check_bool("decoupled_weight_decay", hyper["decoupled_weight_decay"])
         check_choice("weight_decay_exclude", hyper["weight_decay_exclude"], _EXCLUDE)
 
-    def update(self, updates, state, params, hyper):
-        wd = hyper["weight_decay"]
-        if wd == 0 or hyper["decoupled_weight_decay"]:
-            return updates
-        idx = _decayed(params, hyper)
-        if idx:
-            torch._foreach_add_([updates[i] for i in idx], [params[i] for i in idx], alpha=wd)
-        return updates
+    def math(self, u, w, s, h):
+        wd = h["weight_decay"]
+        if not wd or h["decoupled_weight_decay"]:
+            return u
+        return _only_decayed(u + wd * w, u, h)
+
+    def torch_args(self, hyper):
+        if not hyper["weight_decay"] or hyper["decoupled_weight_decay"]:
+            return None
+        if hyper["weight_decay_exclude"] != "none":
+            return "weight_decay_exclude"
+        return (1, {"weight_decay": hyper["weight_decay"]})
 
 
 class add_decoupled_weight_decay(Transform):
@@ -76,22 +90,24 @@ class add_decoupled_weight_decay(Transform):
     """
 
     defaults = {"weight_decay": 0.0, "decoupled_weight_decay": False, "weight_decay_exclude": "none"}
+    advanced = ("decoupled_weight_decay", "weight_decay_exclude")
+    state_names = ()
 
     def validate(self, hyper):
         add_weight_decay.validate(self, hyper)
 
-    def update(self, updates, state, params, hyper):
-        wd = hyper["weight_decay"]
-        if wd == 0 or not hyper["decoupled_weight_decay"]:
-            return updates
-        idx = _decayed(params, hyper)
-        if idx:
-            torch._foreach_add_([updates[i] for i in idx], [params[i] for i in idx],
-                                alpha=-hyper["lr"] * wd)
-        return updates
+    def math(self, u, w, s, h):
+        wd = h["weight_decay"]
+        if not wd or not h["decoupled_weight_decay"]:
+            return u
+        return _only_decayed(u - (h["lr"] * wd) * w, u, h)
 
-
-_L1_MODES = ("subgradient", "proximal")
+    def torch_args(self, hyper):
+        if not hyper["weight_decay"] or not hyper["decoupled_weight_decay"]:
+            return None
+        if hyper["weight_decay_exclude"] != "none":
+            return "weight_decay_exclude"
+        return (5, {"weight_decay": hyper["weight_decay"], "decoupled_weight_decay": True})
 
 
 class add_l1(Transform):
@@ -110,20 +126,21 @@ class add_l1(Transform):
     """
 
     defaults = {"l1": 0.0, "l1_mode": "subgradient", "weight_decay_exclude": "none"}
+    advanced = ("l1", "l1_mode", "weight_decay_exclude")
+    state_names = ()
 
     def validate(self, hyper):
         check_range("l1", hyper["l1"], ge=0)
         check_choice("l1_mode", hyper["l1_mode"], _L1_MODES)
 
-    def update(self, updates, state, params, hyper):
-        a = hyper["l1"]
-        if a == 0 or hyper["l1_mode"] != "subgradient":
-            return updates
-        idx = _decayed(params, hyper)
-        if idx:
-            signs = torch._foreach_sign([params[i] for i in idx])
-            torch._foreach_add_([updates[i] for i in idx], signs, alpha=a)
-        return updates
+    def math(self, u, w, s, h):
+        a = h["l1"]
+        if not a or h["l1_mode"] != "subgradient":
+            return u
+        return _only_decayed(u + a * sign(w), u, h)
+
+    def torch_args(self, hyper):
+        return "l1" if hyper["l1"] and hyper["l1_mode"] == "subgradient" else None
 
 
 class prox_l1(Transform):
@@ -147,21 +164,23 @@ class prox_l1(Transform):
     """
 
     defaults = {"l1": 0.0, "l1_mode": "subgradient", "weight_decay_exclude": "none"}
+    advanced = ("l1", "l1_mode", "weight_decay_exclude")
+    state_names = ()
 
     def validate(self, hyper):
         add_l1.validate(self, hyper)
 
-    def update(self, updates, state, params, hyper):
-        a = hyper["l1"]
-        if a == 0 or hyper["l1_mode"] != "proximal":
-            return updates
-        thr = hyper["lr"] * a
-        for i in _decayed(params, hyper):
-            w = params[i] + updates[i]
-            shrunk = torch.sign(w) * torch.clamp(w.abs() - thr, min=0)
-            # updates = shrunk - w_old, so w_old + updates is exactly 0 where shrunk is 0
-            updates[i] = shrunk - params[i]
-        return updates
+    def math(self, u, w, s, h):
+        a = h["l1"]
+        if not a or h["l1_mode"] != "proximal":
+            return u
+        x = w + u
+        shrunk = sign(x) * maximum(abs(x) - h["lr"] * a, 0.0)
+        # the update is shrunk - w, so w + update is exactly 0 where shrunk is 0
+        return _only_decayed(shrunk - w, u, h)
+
+    def torch_args(self, hyper):
+        return "l1" if hyper["l1"] and hyper["l1_mode"] == "proximal" else None
 
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from descend._validation import check_bool, check_range, fail
-from descend.optim.core import Transform, step_values
+from descend.optim.core import Transform
+from descend.optim.elementwise import clamp, group_norm, minimum, randn, sqrt
 
 __all__ = ["flip_sign", "clip_by_value", "clip_by_global_norm", "add_noise"]
 
@@ -27,14 +26,16 @@ class flip_sign(Transform):
     """
 
     defaults = {"maximize": False}
+    state_names = ()
 
     def validate(self, hyper):
         check_bool("maximize", hyper["maximize"])
 
-    def update(self, updates, state, params, hyper):
-        if hyper["maximize"]:
-            torch._foreach_neg_(updates)
-        return updates
+    def math(self, u, w, s, h):
+        return -u if h["maximize"] else u
+
+    def torch_args(self, hyper):
+        return (0, {"maximize": True}) if hyper["maximize"] else None
 
 
 class clip_by_value(Transform):
@@ -50,16 +51,18 @@ class clip_by_value(Transform):
     """
 
     defaults = {"clip_value": None}
+    advanced = ('clip_value',)
+    state_names = ()
 
     def validate(self, hyper):
         check_range("clip_value", hyper["clip_value"], gt=0, allow_none=True)
 
-    def update(self, updates, state, params, hyper):
-        c = hyper["clip_value"]
-        if c is not None:
-            torch._foreach_clamp_min_(updates, -c)
-            torch._foreach_clamp_max_(updates, c)
-        return updates
+    def math(self, u, w, s, h):
+        c = h["clip_value"]
+        return u if c is None else clamp(u, -c, c)
+
+    def torch_args(self, hyper):
+        return None if hyper["clip_value"] is None else "clipping"
 
 
 class clip_by_global_norm(Transform):
@@ -84,6 +87,8 @@ class clip_by_global_norm(Transform):
     """
 
     defaults = {"clip_norm": None, "clip_norm_type": 2.0}
+    advanced = ('clip_norm', 'clip_norm_type')
+    state_names = ()
 
     def validate(self, hyper):
         check_range("clip_norm", hyper["clip_norm"], gt=0, allow_none=True)
@@ -91,16 +96,17 @@ class clip_by_global_norm(Transform):
         if not (isinstance(t, (int, float)) and not isinstance(t, bool) and (t == math.inf or t > 0)):
             fail("clip_norm_type", "a number > 0 or inf", t)
 
-    def update(self, updates, state, params, hyper):
-        c = hyper["clip_norm"]
+    exact = ("clip_norm_type",)
+
+    def math(self, u, w, s, h):
+        c = h["clip_norm"]
         if c is None:
-            return updates
-        p = float(hyper["clip_norm_type"])
-        norms = torch._foreach_norm(updates, p)
-        total = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]), p)
-        coef = torch.clamp(c / (total + 1e-6), max=1.0)
-        torch._foreach_mul_(updates, coef.to(updates[0].device))
-        return updates
+            return u
+        n = group_norm(u, float(h["clip_norm_type"]))
+        return u * minimum(c / (n + 1e-6), 1.0)
+
+    def torch_args(self, hyper):
+        return None if hyper["clip_norm"] is None else "clipping"
 
 
 class add_noise(Transform):
@@ -126,6 +132,8 @@ class add_noise(Transform):
     """
 
     defaults = {"grad_noise": 0.0, "grad_noise_gamma": 0.55}
+    advanced = ('grad_noise', 'grad_noise_gamma')
+    state_names = ()
 
     def validate(self, hyper):
         check_range("grad_noise", hyper["grad_noise"], ge=0)
@@ -134,12 +142,13 @@ class add_noise(Transform):
     def uses_step(self, hyper):
         return hyper["grad_noise"] > 0
 
-    def update(self, updates, state, params, hyper):
-        eta = hyper["grad_noise"]
-        if eta <= 0:
-            return updates
-        gamma = hyper["grad_noise_gamma"]
-        for u, t in zip(updates, step_values(state)):
-            sigma = math.sqrt(eta / (1.0 + (t - 1.0)) ** gamma)
-            u.add_(torch.randn_like(u), alpha=sigma)
-        return updates
+    def math(self, u, w, s, h):
+        eta = h["grad_noise"]
+        if not eta:
+            return u
+        sigma = sqrt(eta / (1.0 + (s.step - 1.0)) ** h["grad_noise_gamma"])
+        return u + sigma * randn()
+
+    def torch_args(self, hyper):
+        return "grad_noise" if hyper["grad_noise"] > 0 else None
+

@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 
 from descend._validation import check_bool, check_choice, check_range, fail
-from descend.optim.core import Chain, Optimizer, Transform, check_torch_flags
+from descend.optim.core import Chain, Transform
+from descend.optim.optimizer import Optimizer, check_torch_flags
+from descend.optim.elementwise import where
 from descend.optim.decay import add_decoupled_weight_decay, add_l1, add_weight_decay, prox_l1
 from descend.optim.gradient import add_noise, clip_by_global_norm, clip_by_value, flip_sign
 
@@ -27,13 +29,16 @@ class scale_by_lr(Transform):
     """
 
     defaults = {"lr": 1e-3}
+    state_names = ()
 
     def validate(self, hyper):
         check_range("lr", hyper["lr"], ge=0)
 
-    def update(self, updates, state, params, hyper):
-        torch._foreach_mul_(updates, -hyper["lr"])
-        return updates
+    def math(self, u, w, s, h):
+        return u * -h["lr"]
+
+    def torch_args(self, hyper):
+        return (4, {"lr": hyper["lr"]})
 
 
 _FORMS = ("torch", "textbook")
@@ -78,6 +83,8 @@ class momentum_step(Transform):
 
     defaults = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
                 "momentum_form": "torch", "lookahead": False}
+    advanced = ("dampening", "momentum_form", "lookahead")
+    state_names = ("momentum_buffer", "velocity")
 
     def validate(self, hyper):
         check_range("lr", hyper["lr"], ge=0)
@@ -92,44 +99,34 @@ class momentum_step(Transform):
         if hyper["lookahead"] and not hyper["nesterov"]:
             fail("lookahead", "False unless nesterov=True", hyper["lookahead"])
 
-    def update(self, updates, state, params, hyper):
-        lr, m = hyper["lr"], hyper["momentum"]
-        nesterov = hyper["nesterov"] and not hyper["lookahead"]
-        if m == 0:
-            torch._foreach_mul_(updates, -lr)
-            return updates
-        if hyper["momentum_form"] == "torch":
-            old_b, old_u, bufs = [], [], []
-            for st, u in zip(state, updates):
-                b = st.get("momentum_buffer")
-                if b is None:
-                    b = st["momentum_buffer"] = u.clone()
-                else:
-                    old_b.append(b)
-                    old_u.append(u)
-                bufs.append(b)
-            if old_b:
-                torch._foreach_mul_(old_b, m)
-                torch._foreach_add_(old_b, old_u, alpha=1 - hyper["dampening"])
-            if nesterov:
-                torch._foreach_add_(updates, bufs, alpha=m)
-            else:
-                torch._foreach_copy_(updates, bufs)
-            torch._foreach_mul_(updates, -lr)
-            return updates
-        vel = []
-        for st, u in zip(state, updates):
-            if st.get("velocity") is None:
-                st["velocity"] = torch.zeros_like(u)
-            vel.append(st["velocity"])
-        torch._foreach_mul_(vel, m)
-        torch._foreach_add_(vel, updates, alpha=-lr)
-        if nesterov:
-            torch._foreach_mul_(updates, -lr)
-            torch._foreach_add_(updates, vel, alpha=m)
-        else:
-            torch._foreach_copy_(updates, vel)
-        return updates
+    def math(self, u, w, s, h):
+        lr, m = h["lr"], h["momentum"]
+        nesterov = h["nesterov"] and not h["lookahead"]
+        if not m:
+            return u * -lr
+        if h["momentum_form"] == "torch":
+            # b = u at the first step (no dampening), as torch
+            b = where(s.fresh("momentum_buffer"), u,
+                      m * s.momentum_buffer + (1 - h["dampening"]) * u)
+            s.momentum_buffer = b
+            return (u + m * b if nesterov else b) * -lr
+        s.velocity = m * s.velocity + -lr * u
+        return -lr * u + m * s.velocity if nesterov else s.velocity
+
+    def torch_args(self, hyper):
+        m = hyper["momentum"]
+        args = {"lr": hyper["lr"]}
+        if m and hyper["momentum_form"] != "torch":
+            args["lacks"] = "momentum_form"
+        elif hyper["lookahead"]:
+            args["lacks"] = "lookahead"
+        if m:
+            args["momentum"] = m
+            if hyper["dampening"]:
+                args["dampening"] = hyper["dampening"]
+            if hyper["nesterov"]:
+                args["nesterov"] = True
+        return (4, args)
 
     def lookahead_shift(self, state, params, hyper):
         if not (hyper["nesterov"] and hyper["lookahead"]):

@@ -25,10 +25,10 @@ from descend.nn import MODELS
 # Keys of a param group that select an implementation, not the math (never shown).
 _IMPLEMENTATION_ARGS = {"foreach", "maximize", "capturable", "differentiable", "fused",
                         "params", "initial_lr", "backend"}
-# Shown folded under "more" on the page: cross-cutting extras of every optimizer.
-ADVANCED = {"clip_value", "clip_norm", "clip_norm_type", "grad_noise", "grad_noise_gamma",
-            "decoupled_weight_decay", "weight_decay_exclude", "l1", "l1_mode", "eps_root",
-            "lookahead", "momentum_form", "dampening", "lr_decay", "initial_accumulator_value"}
+def advanced(optimizer) -> set[str]:
+    """The hyperparameters shown folded under "more": those the optimizer's transforms
+    call advanced (the notes' variants and the cross-cutting extras)."""
+    return set(getattr(optimizer.transform, "advanced", ()))
 # Schedules offered for the learning rate: pure functions of the step with number args.
 LR_SCHEDULES = ("cosine", "cyclical", "exponential", "inverse_time", "linear_to",
                 "step_decay", "triangular")
@@ -59,10 +59,11 @@ def optimizer_specs() -> list[dict[str, Any]]:
     for name, f in sorted(optimizer_factories().items()):
         probe = [torch.zeros(1, requires_grad=True)]
         try:
-            group = f(probe).param_groups[0]
+            opt = f(probe)
         except (TypeError, ValueError):  # an optimizer without a default lr
-            group = f(probe, lr=0.01).param_groups[0]
-        hyper = [{"name": k, "default": _jsonable(v), "advanced": k in ADVANCED}
+            opt = f(probe, lr=0.01)
+        group, folded = opt.param_groups[0], advanced(opt)
+        hyper = [{"name": k, "default": _jsonable(v), "advanced": k in folded}
                  for k, v in group.items() if k not in _IMPLEMENTATION_ARGS]
         hyper.sort(key=lambda h: (h["advanced"], h["name"] != "lr"))
         doc = (inspect.getdoc(f) or "").splitlines()
