@@ -40,8 +40,8 @@ def test_optimizer_step_compares_every_implementation(tmp_path):
     rows = json.loads((tmp_path / "optimizer_step_cpu_quick.json").read_text())["rows"]
     labels = {r["implementation"] for r in rows if r["set"] == "gpt2_tiny"}
     from descend.optim.backends import cpu
-    kernel = {"descend kernel", "descend auto (kernel)"} if cpu.available() else \
-        {"descend auto (fused)"}
+    # Adam on CPU: auto calls torch's fused kernel (faster than the generated one here)
+    kernel = ({"descend kernel"} if cpu.available() else set()) | {"descend auto (fused)"}
     assert {"torch single", "torch foreach", "torch fused", "descend reference",
             "descend tiled", "descend foreach", "descend fused"} | kernel == labels
     assert sum(s.numel() for s in map(__import__("torch").Size, mod.gpt2_shapes())) == 124_439_808

@@ -19,7 +19,7 @@ CASES = [
     ("momentum", dict(lr=0.05, dampening=0.1, weight_decay=0.01)),
     ("momentum", dict(lr=0.05, dampening=0.3)),
     ("momentum", dict(lr=0.01, momentum=0.5, weight_decay=0.1)),
-    ("nesterov", dict(lr=0.05, maximize=True)),
+    ("nesterov", dict(lr=0.01, maximize=True)),   # small: maximizing the b**4 term diverges
     ("nesterov", dict(lr=0.01, momentum=0.5, weight_decay=0.1)),
     ("momentum_textbook", dict(lr=0.05)),
     ("momentum_textbook", dict(lr=0.05, nesterov=True)),

@@ -115,7 +115,7 @@ def test_a_torch_checkpoint_with_momentum_buffer_none_loads():
 
 @pytest.mark.slow
 def test_fuzzed_states_never_crash_and_refusals_change_nothing():
-    summary = state_fuzz.run(n=300, seed=1, seconds=20)
+    summary = state_fuzz.run(n=120, seed=1, seconds=float("inf"))   # a fixed count, not a time
     assert summary["crashes"] == 0, summary
     assert summary["changed_by_refusal"] == 0, summary["log"]
     assert summary["raised_at_step"] == 0, summary["log"]
