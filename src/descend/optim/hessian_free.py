@@ -138,7 +138,7 @@ class HessianFree(torch.optim.Optimizer):
         return product
 
     # -- the step --------------------------------------------------------------------
-    def step(self, closure):  # type: ignore[override]
+    def step(self, closure=None):  # type: ignore[override]
         """One Hessian-free step; returns the loss at the start of the step."""
         if closure is None:
             fail("closure", "given (Hessian-free needs the loss's graph for curvature "

@@ -206,6 +206,7 @@ class LineSearchOptimizer(torch.optim.Optimizer):
     """
 
     _method = "this optimizer"
+    _keeps_gtd = False     # keep g.d of the last iteration in state["gtd"] (for _trial_step)
 
     def __init__(self, params, defaults):
         super().__init__(params, defaults)
@@ -242,7 +243,7 @@ class LineSearchOptimizer(torch.optim.Optimizer):
         return loss, g
 
     @torch.no_grad()
-    def step(self, closure):  # type: ignore[override]
+    def step(self, closure=None):  # type: ignore[override]
         """Up to ``max_iter`` iterations; returns the loss at the start of the step."""
         if closure is None:
             fail("closure", f"given ({self._method} evaluates the loss several times per "
@@ -283,7 +284,8 @@ class LineSearchOptimizer(torch.optim.Optimizer):
             gtd = g.dot(d)
             t = min(1.0, 1.0 / g.abs().sum()) * lr if first else self._trial_step(
                 state, {**group, "lr": lr}, g, d, gtd)
-            state["gtd"] = gtd
+            if self._keeps_gtd:
+                state["gtd"] = gtd
             state["d"], state["t"] = d, t
             if gtd > -tol_change:
                 break

@@ -88,7 +88,14 @@ class SAM(torch.optim.Optimizer):
                  **base_kwargs):
         own = dict(rho=rho, adaptive=adaptive, sam_eps=sam_eps)
         _check(own)
+        params = list(params)
+        per_group = []          # SAM's keys given in parameter groups, kept from the base
+        if params and isinstance(params[0], dict):
+            params = [dict(g) for g in params]
+            per_group = [{k: g.pop(k) for k in _OWN if k in g} for g in params]
         self.base_optimizer = _make_base(base, params, base_kwargs)
+        for group, mine in zip(self.base_optimizer.param_groups, per_group):
+            group.update(mine)
         self._building = True
         super().__init__(self.base_optimizer.param_groups, own)
         self._building = False
@@ -157,7 +164,7 @@ class SAM(torch.optim.Optimizer):
                 p.add_((e * scale).to(p.dtype))
         return saved
 
-    def step(self, closure):  # type: ignore[override]
+    def step(self, closure=None):  # type: ignore[override]
         """Gradient at ``w``, ascent to ``w + e``, gradient there, back to ``w``, base step."""
         if closure is None:
             fail("closure", "given (SAM evaluates the gradient at w and at w + e)", None)

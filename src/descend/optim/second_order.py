@@ -138,7 +138,7 @@ class Newton(torch.optim.Optimizer):
             sol = torch.linalg.lstsq(a, g.unsqueeze(1), driver="gelsd").solution.squeeze(1)
         return -sol
 
-    def step(self, closure):  # type: ignore[override]
+    def step(self, closure=None):  # type: ignore[override]
         """One Newton step; returns the closure's loss."""
         if closure is None:
             fail("closure", "given (Newton's method needs the loss's graph for the Hessian)",
@@ -276,7 +276,7 @@ class NonlinearCG(LineSearchOptimizer):
     Args: params (one group), lr=1 (first trial step scale), max_iter=20, max_eval=max_iter+25,
     tolerance_grad=1e-7, tolerance_change=1e-9, line_search_fn="strong_wolfe" (None: fixed
     steps of lr), beta="polak_ribiere" | "fletcher_reeves", restart_every=None (n),
-    powell=False, c1=1e-4, c2=0.1. State (first parameter): ``d``, ``t``,
+    powell=False, c1=1e-4, c2=0.1. State (first parameter): ``d``, ``t``, ``gtd``,
     ``prev_flat_grad``, ``prev_loss``, ``since_restart``, ``n_iter``, ``func_evals``.
 
     Example:
@@ -300,6 +300,7 @@ class NonlinearCG(LineSearchOptimizer):
     """
 
     _method = "nonlinear CG"
+    _keeps_gtd = True
 
     def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,
                  tolerance_change=1e-9, line_search_fn="strong_wolfe", *,
