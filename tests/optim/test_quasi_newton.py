@@ -155,7 +155,7 @@ def test_bfgs_refuses_large_problems():
 def test_bfgs_and_lbfgs_reach_rosenbrocks_minimum():
     for opt_cls in (do.BFGS, do.LBFGS):
         w = torch.nn.Parameter(start())
-        kw = {"line_search_fn": "strong_wolfe"}
+        kw = {"line_search_fn": "strong_wolfe", "max_iter": 20}
         run(opt_cls([w], **kw), w, rosenbrock, 10)
         assert float((w.detach() - 1).abs().max()) < 1e-5, opt_cls.__name__
     assert math.isfinite(float(rosenbrock(w.detach())))

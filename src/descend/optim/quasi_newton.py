@@ -125,7 +125,8 @@ class BFGS(LineSearchOptimizer):
     convex quadratic with exact line searches, ``H`` equals the inverse Hessian after n
     updates (quadratic termination of the Broyden class, Nocedal & Wright section 6.3).
 
-    Args: params (one group), lr=1, max_iter=20, max_eval=max_iter+25 (evaluations per
+    Args: params (one group), lr=1, max_iter=1 (one iteration per ``step``, as
+    Newton; torch's LBFGS: 20), max_eval=max_iter+25 (evaluations per
     step), tolerance_grad=1e-7, tolerance_change=1e-9, line_search_fn="strong_wolfe" (or None),
     c1=1e-4, c2=0.9 (Wolfe constants; tiny c1 < c2 make the search nearly exact),
     max_params=4096. State (first parameter): ``inverse_hessian`` and the keys of
@@ -154,7 +155,7 @@ class BFGS(LineSearchOptimizer):
 
     _method = "BFGS"
 
-    def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,
+    def __init__(self, params, lr=1, max_iter=1, max_eval=None, tolerance_grad=1e-7,
                  tolerance_change=1e-9, line_search_fn="strong_wolfe", *, c1=1e-4, c2=0.9,
                  max_params=4096):
         max_eval = check_line_search_args(lr, max_iter, max_eval, tolerance_grad,

@@ -273,7 +273,8 @@ class NonlinearCG(LineSearchOptimizer):
     is ``t_{k-1} g_{k-1}.d_{k-1} / g_k.d_k`` (Nocedal & Wright eq. 3.60). On a strictly
     convex quadratic with exact line searches both formulas are linear CG (n steps).
 
-    Args: params (one group), lr=1 (first trial step scale), max_iter=20, max_eval=max_iter+25,
+    Args: params (one group), lr=1 (first trial step scale), max_iter=1
+    (one iteration per ``step``), max_eval=max_iter+25,
     tolerance_grad=1e-7, tolerance_change=1e-9, line_search_fn="strong_wolfe" (None: fixed
     steps of lr), beta="polak_ribiere" | "fletcher_reeves", restart_every=None (n),
     powell=False, c1=1e-4, c2=0.1. State (first parameter): ``d``, ``t``, ``gtd``,
@@ -302,7 +303,7 @@ class NonlinearCG(LineSearchOptimizer):
     _method = "nonlinear CG"
     _keeps_gtd = True
 
-    def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,
+    def __init__(self, params, lr=1, max_iter=1, max_eval=None, tolerance_grad=1e-7,
                  tolerance_change=1e-9, line_search_fn="strong_wolfe", *,
                  beta="polak_ribiere", restart_every=None, powell=False, c1=1e-4, c2=0.1):
         max_eval = check_line_search_args(lr, max_iter, max_eval, tolerance_grad,

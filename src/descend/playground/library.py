@@ -28,7 +28,11 @@ _IMPLEMENTATION_ARGS = {"foreach", "maximize", "capturable", "differentiable", "
 # Shown folded under "more" on the page: cross-cutting extras of every optimizer.
 ADVANCED = {"clip_value", "clip_norm", "clip_norm_type", "grad_noise", "grad_noise_gamma",
             "decoupled_weight_decay", "weight_decay_exclude", "l1", "l1_mode", "eps_root",
-            "lookahead", "momentum_form", "dampening", "lr_decay", "initial_accumulator_value"}
+            "lookahead", "momentum_form", "dampening", "lr_decay", "initial_accumulator_value",
+            "max_eval", "tolerance_grad", "tolerance_change", "c1", "c2", "max_params",
+            "restart_every", "powell", "sam_eps", "trust_eps", "weight_decay_exclude",
+            "trust_ratio_exclude", "graft_eps", "graft_betas", "max_preconditioner_dim",
+            "pi_damping", "cg_tol", "cg_decay", "stat_decay", "kl_clip"}
 # Schedules offered for the learning rate: pure functions of the step with number args.
 LR_SCHEDULES = ("cosine", "cyclical", "exponential", "inverse_time", "linear_to",
                 "step_decay", "triangular")
@@ -50,10 +54,13 @@ def optimizer_factories() -> dict[str, Any]:
 
 
 def optimizer_specs() -> list[dict[str, Any]]:
-    """For each optimizer: name, first doc line and hyperparameters with their defaults.
+    """For each optimizer: name, first doc line, hyperparameters with their defaults, and
+    ``race``: whether it runs on the race's single 2-D parameter (not the layer-wise
+    methods of ``descend.optim.LAYERWISE``: K-FAC, Shampoo, LARS, LAMB, Hessian-free).
 
     The defaults are read from the param group of an optimizer built on a dummy
-    parameter, so presets of registry entries (``momentum=0.9`` of ``nesterov``) show.
+    parameter, so presets of registry entries (``momentum=0.9`` of ``nesterov``) show
+    (SAM: over its default base, SGD, whose fields it shows).
     """
     specs = []
     for name, f in sorted(optimizer_factories().items()):
@@ -66,8 +73,14 @@ def optimizer_specs() -> list[dict[str, Any]]:
                  for k, v in group.items() if k not in _IMPLEMENTATION_ARGS]
         hyper.sort(key=lambda h: (h["advanced"], h["name"] != "lr"))
         doc = (inspect.getdoc(f) or "").splitlines()
-        specs.append({"name": name, "doc": doc[0] if doc else "", "hyper": hyper})
+        specs.append({"name": name, "doc": doc[0] if doc else "", "hyper": hyper,
+                      "race": name not in optim.LAYERWISE})
     return specs
+
+
+def race_optimizer_names() -> list[str]:
+    """The optimizers the race offers: every registry entry but ``descend.optim.LAYERWISE``."""
+    return sorted(n for n in optimizer_factories() if n not in optim.LAYERWISE)
 
 
 def create_optimizer(name: str, params, hyper: dict[str, Any]):
