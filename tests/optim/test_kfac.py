@@ -67,7 +67,8 @@ def test_linear_layer_direction_is_the_dense_kronecker_solve(bias, pi_damping):
     uw, ub = dense_direction(a_d, g_d, grads[0], grads[1] if bias else None)
     w0 = [p.detach().clone() for p in lin.parameters()]
     lr = 0.3
-    opt = do.KFAC(lin.parameters(), lr=lr, momentum=0.0, damping=0.01, pi_damping=pi_damping)
+    opt = do.KFAC(lin.parameters(), lr=lr, momentum=0.0, damping=0.01, pi_damping=pi_damping,
+                  kl_clip=None)
     opt.step(closure_for(opt, lin, x, y))
     torch.testing.assert_close((w0[0] - lin.weight.detach()) / lr, uw, rtol=1e-10, atol=1e-12)
     if bias:
@@ -112,7 +113,7 @@ def test_conv_layer_factors_and_direction(dims):
     torch.testing.assert_close(got_g, g_f, rtol=1e-12, atol=1e-14)
     uw, ub = dense_direction(*damped(a_f, g_f, 0.1), grads[0], grads[1])
     w0 = [p.detach().clone() for p in conv.parameters()]
-    opt = do.KFAC(model.parameters(), lr=1.0, momentum=0.0, damping=0.1)
+    opt = do.KFAC(model.parameters(), lr=1.0, momentum=0.0, damping=0.1, kl_clip=None)
     opt.step(closure_for(opt, model, x, y))
     torch.testing.assert_close(w0[0] - conv.weight.detach(), uw, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(w0[1] - conv.bias.detach(), ub, rtol=1e-10, atol=1e-12)
@@ -140,7 +141,7 @@ def test_running_averages_inverse_schedule_momentum_and_weight_decay():
     ys = [torch.randn(8, 2, dtype=DT) for _ in range(4)]
     d, lam, lr, m, wd = 0.8, 0.05, 0.1, 0.9, 0.01
     opt = do.KFAC(lin.parameters(), lr=lr, momentum=m, damping=lam, stat_decay=d,
-                  inverse_every=2, weight_decay=wd)
+                  inverse_every=2, weight_decay=wd, kl_clip=None)
     a_run = g_run = inv = None
     bufs = None
     for k, (x, y) in enumerate(zip(xs, ys), start=1):
@@ -167,7 +168,7 @@ def test_kl_clip_scales_the_preconditioned_step():
     lin = nn.Linear(3, 2).to(DT)
     x, y = torch.randn(8, 3, dtype=DT), 10 * torch.randn(8, 2, dtype=DT)
     w0 = [p.detach().clone() for p in lin.parameters()]
-    free = do.KFAC(lin.parameters(), lr=0.5, momentum=0.0)
+    free = do.KFAC(lin.parameters(), lr=0.5, momentum=0.0, kl_clip=None)
     free.step(closure_for(free, lin, x, y))
     u = [(a - p.detach()) / 0.5 for a, p in zip(w0, lin.parameters())]
     with torch.no_grad():

@@ -45,6 +45,7 @@ def one_group(optimizer: torch.optim.Optimizer, why: str) -> None:
 
 
 def check_dense_real(params: Sequence[Tensor], where: str) -> None:
+    """Refuse complex parameters (the flat-vector methods work on real tensors)."""
     for p in params:
         if torch.is_complex(p):
             fail("params", f"real tensors ({where} does not support complex parameters)",

@@ -85,6 +85,8 @@ def kfac_factors(module: nn.Module, inputs: Tensor, grad_outputs: Tensor, with_b
 def _inverse(mat: Tensor) -> Tensor:
     """Inverse of a symmetric positive definite matrix (Cholesky; eigh as a fallback)."""
     work = mat.double() if mat.dtype in (torch.float16, torch.bfloat16) else mat
+    if not torch.isfinite(work).all():   # diverged: propagate, as a torch optimizer would
+        return torch.full_like(mat, float("nan"))
     work = (work + work.T) / 2
     chol, info = torch.linalg.cholesky_ex(work)
     if int(info) == 0:
@@ -124,7 +126,7 @@ class KFAC(torch.optim.Optimizer):
     layers instead, and call ``step()`` without a closure.
 
     Args: params or groups; lr=0.01, momentum=0.9, damping=1e-3, stat_decay=0.95,
-    inverse_every=10, weight_decay=0.0, kl_clip=None (e.g. 1e-3), pi_damping=True;
+    inverse_every=10, weight_decay=0.0, kl_clip=1e-3 (None: off), pi_damping=True;
     model=None. The loss is taken to be a mean over the batch (torch's default
     reduction). State: ``kfac_A``, ``kfac_G``, ``kfac_A_inv``, ``kfac_G_inv`` (on a
     layer's weight), ``momentum_buffer`` and ``step`` on every parameter.
@@ -157,7 +159,7 @@ class KFAC(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr=0.01, momentum=0.9, damping=1e-3, stat_decay=0.95,
-                 inverse_every=10, weight_decay=0.0, kl_clip=None, pi_damping=True, *,
+                 inverse_every=10, weight_decay=0.0, kl_clip=1e-3, pi_damping=True, *,
                  model: nn.Module | None = None):
         defaults = dict(lr=lr, momentum=momentum, damping=damping, stat_decay=stat_decay,
                         inverse_every=inverse_every, weight_decay=weight_decay, kl_clip=kl_clip,
