@@ -130,7 +130,8 @@ def backward_keeps_graph(create_graph: bool = False) -> Iterator[None]:
     Newton's method needs ``d(grad)/dw`` and Hessian-free needs the graph again for
     Gauss-Newton products. Rather than asking for a special closure, the optimizer runs
     the user's closure inside this context (``torch.autograd.backward`` is wrapped for
-    its duration, under a lock; ``Tensor.backward`` calls it). Example:
+    its duration, under a lock, for the calling thread only; ``Tensor.backward`` calls
+    it). Example:
 
     >>> w = torch.tensor([3.0], requires_grad=True)
     >>> with backward_keeps_graph(create_graph=True):
@@ -142,8 +143,11 @@ def backward_keeps_graph(create_graph: bool = False) -> Iterator[None]:
         original = torch.autograd.backward
 
         signature = inspect.signature(original)
+        owner = threading.get_ident()
 
         def backward(*args, **kwargs):
+            if threading.get_ident() != owner:      # another thread's backward: untouched
+                return original(*args, **kwargs)
             bound = signature.bind(*args, **kwargs)
             bound.arguments["retain_graph"] = True
             bound.arguments["create_graph"] = bool(create_graph or
@@ -175,7 +179,8 @@ def module_calls(on_call: Callable[[nn.Module, tuple, object, int], None]) -> It
     the context is active (``depth`` 0: a call not nested in another module's forward).
 
     Uses torch's global module hooks (``torch.nn.modules.module.register_module_forward_*``),
-    so an optimizer can see the layers its closure runs without being given the model.
+    so an optimizer can see the layers its closure runs without being given the model;
+    calls made by other threads are ignored.
 
     >>> seen = []
     >>> net = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
@@ -185,13 +190,16 @@ def module_calls(on_call: Callable[[nn.Module, tuple, object, int], None]) -> It
     [('Linear', 1), ('Tanh', 1), ('Sequential', 0)]
     """
     depth = [0]
+    owner = threading.get_ident()   # module calls of other threads are not this closure's
 
     def pre(module, inputs):
-        depth[0] += 1
+        if threading.get_ident() == owner:
+            depth[0] += 1
 
     def post(module, inputs, output):
-        depth[0] -= 1
-        on_call(module, inputs, output, depth[0])
+        if threading.get_ident() == owner:
+            depth[0] -= 1
+            on_call(module, inputs, output, depth[0])
 
     from torch.nn.modules.module import (register_module_forward_hook,
                                          register_module_forward_pre_hook)
