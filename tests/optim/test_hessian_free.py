@@ -82,12 +82,34 @@ def test_levenberg_marquardt_rule_and_warm_start():
         p = st["direction"]
         w1 = torch.cat([q.detach().reshape(-1) for q in model.parameters()])
         torch.testing.assert_close(w1 - w0, p, rtol=1e-12, atol=1e-14)
+        assert float(p.norm()) > 0
         q = g @ p + 0.5 * p @ (gn + lam * torch.eye(len(p), dtype=DT)) @ p
         rho = (f(w1) - f(w0)) / float(q)
         assert st["rho"] == pytest.approx(rho, rel=1e-8)
         lam = lam * 1.5 if rho < 0.25 else lam * 2 / 3 if rho > 0.75 else lam
         assert st["damping"] == pytest.approx(lam, rel=1e-12)
         assert st["cg_iterations"] <= 3
+
+
+def test_a_step_that_raises_the_loss_is_undone():
+    """rho < 0: w stays, lambda grows by 3/2 and the next CG starts from 0."""
+    model, x, y, fn = mlp_problem("mse", seed=2)
+    opt = do.HessianFree(model.parameters(), lr=50.0, damping=1e-3, cg_tol=None)
+    w0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    opt.step(closure_for(opt, model, x, y, fn))
+    st = opt.state[next(model.parameters())]
+    assert st["rho"] < 0 and st["damping"] == pytest.approx(1.5e-3)
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in model.parameters()]), w0)
+    assert float(st["direction"].abs().max()) == 0.0
+
+
+def test_a_warm_start_worse_than_zero_is_dropped():
+    a = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=DT))
+    b = torch.ones(3, dtype=DT)
+    bad = -10 * torch.linalg.solve(a, b)          # phi(bad) > 0
+    res = do.conjugate_gradient(a, b, bad, max_iter=1, rtol=0.0)
+    first = do.conjugate_gradient(a, b, max_iter=1, rtol=0.0)
+    assert torch.equal(res.x, first.x)
 
 
 def test_hessian_curvature_matches_a_dense_newton_solve():

@@ -32,6 +32,7 @@ class HessianFree(torch.optim.Optimizer):
         w <- w + lr p
         rho = (f(w + lr p) - f(w)) / q(lr p),  q(s) = g.s + 1/2 s^T (G + lambda I) s
         lambda <- 3/2 lambda if rho < 1/4;  2/3 lambda if rho > 3/4     (Levenberg-Marquardt)
+        rho < 0 (the loss went up): the step is undone, the next CG starts from 0
 
     Products ``G v`` use three autograd passes over the closure's graph (kept for the
     step): ``J v`` by the double-backward trick (``d/du (J^T u).v``), ``H_L (J v)`` by
@@ -190,6 +191,7 @@ class HessianFree(torch.optim.Optimizer):
         gp = float(g.dot(p))
         pap = float(p.dot(-g - res.residual))          # p.(G + lambda I) p, as A p = b - r
         model = lr * gp + 0.5 * lr * lr * pap
+        saved = self._flat.clone() if group["adapt_damping"] else None
         with torch.no_grad():
             self._flat.add_(lr, p)
         rho = None
@@ -201,6 +203,9 @@ class HessianFree(torch.optim.Optimizer):
                 lam *= 2.0 / 3.0
             elif not rho >= 0.25:          # also a non-finite loss at the new point
                 lam *= 1.5
+            if not rho >= 0:               # the loss went up: undo the step
+                self._flat.set_(saved)
+                p = torch.zeros_like(p)
         state["direction"] = p.detach()
         state["damping"] = lam
         state["rho"] = rho

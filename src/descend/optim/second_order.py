@@ -186,7 +186,8 @@ def conjugate_gradient(a, b: Tensor, x0: Tensor | None = None, *, max_iter: int 
 
     Args:
         a: an n x n tensor or a function ``v -> A v``.
-        b: the right-hand side (1-D).  x0: start (default 0).
+        b: the right-hand side (1-D).  x0: start (default 0; replaced by 0 when
+            ``phi(x0) >= phi(0) = 0``, as Hessian-free's warm starts may be).
         max_iter: most iterations (default n).
         rtol, atol: stop when ``|r| <= max(rtol |b|, atol)``.
         progress_tol: Martens' (2010) truncation: stop at iteration i when
@@ -218,6 +219,8 @@ def conjugate_gradient(a, b: Tensor, x0: Tensor | None = None, *, max_iter: int 
     check_range("progress_tol", progress_tol, gt=0, allow_none=True)
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - matvec(x) if x0 is not None else b.clone()
+    if x0 is not None and float(-0.5 * x.dot(r + b)) >= 0:
+        x, r = torch.zeros_like(b), b.clone()      # a start no better than 0: start at 0
     p = r.clone()
     rr = r.dot(r)
     stop = max(rtol * float(b.norm()), atol)
