@@ -20,7 +20,9 @@ from descend.analysis.testfunctions import TEST_FUNCTIONS, TestFunction
 # Learning rates that give a readable race on every test function (GD-like methods need
 # small steps on Rosenbrock/Beale; sign-like adaptive methods move ~lr per step).
 DEFAULT_LR = {"adagrad": 0.3, "adadelta": 1.0, "rmsprop": 0.01, "rmsprop_nesterov": 0.005, "adam": 0.05, "adamw": 0.05,
-              "adamax": 0.05, "nadam": 0.05, "radam": 0.05, "lbfgs": 0.5}
+              "adamax": 0.05, "nadam": 0.05, "radam": 0.05, "lbfgs": 0.5,
+              # second-order steps are scaled by the curvature: lr 1 is the full step
+              "newton": 1.0, "newton_saddle_free": 1.0, "cg": 1.0, "bfgs": 1.0}
 DEFAULT_GD_LR = {"quadratic": 0.04, "rosenbrock": 5e-4, "beale": 5e-3, "saddle": 0.05,
                  "himmelblau": 5e-3}
 
@@ -120,7 +122,8 @@ def race(function, optimizers: Mapping[str, Any] | None = None, *, steps: int = 
         function: a test-function name or :class:`TestFunction`.
         optimizers: ``label -> optimizer`` or ``label -> (optimizer, kwargs)``; default:
             every optimizer of the library's registry with its default hyperparameters
-            (and ``default_lr``).
+            (and ``default_lr``) but the layer-wise ones (``descend.optim.LAYERWISE``:
+            on one 2-D vector they are their elementwise fallback, or need a model).
         steps: steps per optimizer (default 200).
         start: common start point (default: the function's).
 
@@ -132,7 +135,7 @@ def race(function, optimizers: Mapping[str, Any] | None = None, *, steps: int = 
     if optimizers is None:
         from descend import optim as dopt
 
-        optimizers = {name: name for name in dopt.OPTIMIZERS.names()}
+        optimizers = {name: name for name in dopt.OPTIMIZERS.names() if name not in dopt.LAYERWISE}
     out = {}
     for label, spec in optimizers.items():
         opt, kw = (spec if isinstance(spec, tuple) else (spec, {}))

@@ -6,6 +6,11 @@ Drop-in for ``torch.optim``: ``SGD``, ``Adagrad``, ``RMSprop``, ``Adadelta``, ``
 L1, clipping, annealed gradient noise). Every optimizer is a chain of transforms
 (``chain``, ``scale_by_*``, ``add_*``, ``clip_*``) run by the :class:`Optimizer` adapter.
 
+Beyond elementwise chains: Newton's method, nonlinear conjugate gradients, BFGS and
+L-BFGS (drop-in for ``torch.optim.LBFGS``), Hessian-free, K-FAC and Shampoo, LARS and
+LAMB, and SAM around any base optimizer (``second_order``, ``quasi_newton``,
+``hessian_free``, ``kfac``, ``shampoo``, ``large_batch``, ``sam``).
+
 ``create(name, params, **kwargs)`` builds one by its registry name (``OPTIMIZERS``).
 """
 
@@ -24,6 +29,16 @@ from descend.optim.decay import (
 )
 from descend.optim.gradient import add_noise, clip_by_global_norm, clip_by_value, flip_sign
 from descend.optim.momentum import SGD, momentum_step, scale_by_lr, with_extras
+
+# after the chain API above: large_batch builds on it through this package
+from descend.optim.hessian_free import HessianFree  # noqa: E402
+from descend.optim.kfac import KFAC  # noqa: E402
+from descend.optim.large_batch import LAMB, LARS, scale_by_lars, scale_by_trust_ratio  # noqa: E402
+from descend.optim.line_search import strong_wolfe  # noqa: E402
+from descend.optim.quasi_newton import BFGS, LBFGS  # noqa: E402
+from descend.optim.sam import SAM  # noqa: E402
+from descend.optim.second_order import Newton, NonlinearCG, conjugate_gradient  # noqa: E402
+from descend.optim.shampoo import Shampoo  # noqa: E402
 
 OPTIMIZERS = Registry("optimizer")
 
@@ -55,6 +70,26 @@ _entry("rmsprop_nesterov", RMSprop,
 _entry("adadelta", Adadelta, "AdaDelta: RMS of past steps over RMS of gradients.")
 _entry("adam", Adam, "Adam (Algorithm 8.7).")
 _entry("adamw", AdamW, "Adam with decoupled weight decay.")
+_entry("newton", Newton, "Newton's method, exact Hessian: w <- w - lr (H + damping I)^-1 g (needs step(closure)).")
+_entry("newton_saddle_free", Newton,
+       "Saddle-free Newton: w <- w - lr (|H| + damping I)^-1 g, |H| from the eigenvalues (needs step(closure)).",
+       saddle_free=True)
+_entry("cg", NonlinearCG,
+       "Nonlinear conjugate gradients (Polak-Ribiere+, restarts) with a strong Wolfe line search (needs step(closure)).")
+_entry("bfgs", BFGS, "BFGS: dense inverse-Hessian estimate, strong Wolfe line search (needs step(closure)).")
+_entry("lbfgs", LBFGS, "L-BFGS, drop-in for torch.optim.LBFGS: two-loop recursion (needs step(closure)).")
+_entry("hessian_free", HessianFree,
+       "Hessian-free: truncated CG on the damped Gauss-Newton system, Levenberg-Marquardt damping (needs step(closure)).")
+_entry("kfac", KFAC, "K-FAC: linear/conv gradients preconditioned by (A (x) G)^-1, momentum SGD (needs step(closure)).")
+_entry("shampoo", Shampoo, "Shampoo: L^-1/4 G R^-1/4 per matrix, grafted onto AdaGrad's step size.")
+_entry("lars", LARS, "LARS: momentum SGD with the layer-wise rate eta |w| / (|g| + wd |w|).")
+_entry("lamb", LAMB, "LAMB: Adam's step rescaled per layer by |w| / |r + wd w|.")
+_entry("sam", SAM, "SAM: the base optimizer's step with the gradient at w + rho g / |g| (needs step(closure)).")
+
+#: Entries whose update is defined per layer (a weight matrix, a kernel, a model call):
+#: on one 2-D parameter vector they reduce to their elementwise fallback or need a model,
+#: so 2-D trajectory races (the playground, ``descend.analysis.trajectories``) leave them out.
+LAYERWISE = frozenset({"hessian_free", "kfac", "shampoo", "lars", "lamb"})
 
 
 def create(name: str, params, **kwargs) -> Optimizer:
@@ -79,3 +114,6 @@ __all__ = [
     "with_extras",
 ]
 __all__ += ["WeightAverage", "EMA"]
+__all__ += ["Newton", "NonlinearCG", "conjugate_gradient", "BFGS", "LBFGS", "strong_wolfe",
+            "HessianFree", "KFAC", "Shampoo", "LARS", "LAMB", "scale_by_lars",
+            "scale_by_trust_ratio", "SAM", "LAYERWISE"]

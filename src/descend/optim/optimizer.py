@@ -82,11 +82,12 @@ class Optimizer(torch.optim.Optimizer):
     # -- torch API -------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
         """Add a group; its hyperparameters are checked like the constructor's."""
-        if isinstance(param_group, dict):
+        if isinstance(param_group, dict):   # check first: a refused group is never added
             _check_group_keys("param group", param_group, self.defaults)
+            merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+            self.transform.validate(merged)
+            check_choice("backend", merged.get("backend", "auto"), BACKENDS)
         super().add_param_group(param_group)
-        self.transform.validate(self.param_groups[-1])
-        check_choice("backend", self.param_groups[-1].get("backend", "auto"), BACKENDS)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)

@@ -27,8 +27,9 @@ _IMPLEMENTATION_ARGS = {"foreach", "maximize", "capturable", "differentiable", "
                         "params", "initial_lr", "backend"}
 def advanced(optimizer) -> set[str]:
     """The hyperparameters shown folded under "more": those the optimizer's transforms
-    call advanced (the notes' variants and the cross-cutting extras)."""
-    return set(getattr(optimizer.transform, "advanced", ()))
+    (or, for the optimizers that are not chains, its class) call advanced."""
+    transform = getattr(optimizer, "transform", None)
+    return set(getattr(transform, "advanced", None) or getattr(type(optimizer), "advanced", ()))
 # Schedules offered for the learning rate: pure functions of the step with number args.
 LR_SCHEDULES = ("cosine", "cyclical", "exponential", "inverse_time", "linear_to",
                 "step_decay", "triangular")
@@ -50,10 +51,13 @@ def optimizer_factories() -> dict[str, Any]:
 
 
 def optimizer_specs() -> list[dict[str, Any]]:
-    """For each optimizer: name, first doc line and hyperparameters with their defaults.
+    """For each optimizer: name, first doc line, hyperparameters with their defaults, and
+    ``race``: whether it runs on the race's single 2-D parameter (not the layer-wise
+    methods of ``descend.optim.LAYERWISE``: K-FAC, Shampoo, LARS, LAMB, Hessian-free).
 
     The defaults are read from the param group of an optimizer built on a dummy
-    parameter, so presets of registry entries (``momentum=0.9`` of ``nesterov``) show.
+    parameter, so presets of registry entries (``momentum=0.9`` of ``nesterov``) show
+    (SAM: over its default base, SGD, whose fields it shows).
     """
     specs = []
     for name, f in sorted(optimizer_factories().items()):
@@ -67,8 +71,14 @@ def optimizer_specs() -> list[dict[str, Any]]:
                  for k, v in group.items() if k not in _IMPLEMENTATION_ARGS]
         hyper.sort(key=lambda h: (h["advanced"], h["name"] != "lr"))
         doc = (inspect.getdoc(f) or "").splitlines()
-        specs.append({"name": name, "doc": doc[0] if doc else "", "hyper": hyper})
+        specs.append({"name": name, "doc": doc[0] if doc else "", "hyper": hyper,
+                      "race": name not in optim.LAYERWISE})
     return specs
+
+
+def race_optimizer_names() -> list[str]:
+    """The optimizers the race offers: every registry entry but ``descend.optim.LAYERWISE``."""
+    return sorted(n for n in optimizer_factories() if n not in optim.LAYERWISE)
 
 
 def create_optimizer(name: str, params, hyper: dict[str, Any]):

@@ -1,6 +1,7 @@
 """The optimizer race: trajectories of real optimizers on a 2-D surface, and its contours.
 
-Each runner starts at the same point ``w0 = (x0, y0)`` (a float64 leaf tensor), and for
+Each runner (any registry optimizer but the layer-wise ones, ``descend.optim.LAYERWISE``)
+starts at the same point ``w0 = (x0, y0)`` (a float64 leaf tensor), and for
 ``k = 0..steps-1`` calls ``optimizer.step(closure)`` where the closure computes
 ``f(w)`` and its gradient by autograd, then steps the schedule; the positions
 ``w_0..w_K``, the losses ``f(w_k)``, the learning rate used at each step and the
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from descend._validation import check_choice
 from descend.playground import library
 
 DIVERGE_NORM = 1e6
@@ -74,6 +76,7 @@ def run(fn, start, minima, name: str, hyper: dict[str, Any], steps: int,
         >>> r["x"][:2]
         [1.0, 0.9]
     """
+    check_choice("optimizer", name, library.race_optimizer_names())
     w = torch.tensor([float(start[0]), float(start[1])], dtype=torch.float64, requires_grad=True)
     opt = library.create_optimizer(name, [w], dict(hyper))
     sched = library.attach_schedule(opt, schedule, dict(schedule_hyper or {}))

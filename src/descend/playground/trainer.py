@@ -11,7 +11,9 @@ the set, from the run's own ``torch.Generator``), computes
 
 (``W`` ranges over the (effective) weight matrices of the Linear layers, biases and
 norm parameters are not penalised; ``l2`` here multiplies ``W^2`` directly, so its gradient
-is ``2 l2 W``), back-propagates and calls ``optimizer.step()``.
+is ``2 l2 W``), back-propagates, by ``optimizer.step(closure)`` (the closure does the
+three; methods such as L-BFGS or SAM evaluate it more than once per step, and the step
+is judged by, and shows the activations of, its first evaluation).
 
 After each request the trainer reports, in eval mode, the mean cross-entropy and the
 accuracy on the train and test sets (without the penalty), the ``K`` class
@@ -145,18 +147,30 @@ class TrainerRun:
                 acts.clear()
                 xb, yb = self._next_batch()
                 before = [p.detach().clone() for p in self.model.parameters()]
-                self.optimizer.zero_grad()
-                loss = F.cross_entropy(self.model(xb), yb) + self._penalty()
-                loss.backward()
-                grads_ok = all(p.grad is None or torch.isfinite(p.grad).all()
-                               for p in self.model.parameters())
-                value = float(loss.detach())
+                first: dict[str, Any] = {}
+
+                def closure():
+                    self.optimizer.zero_grad()
+                    loss = F.cross_entropy(self.model(xb), yb) + self._penalty()
+                    loss.backward()
+                    if not first:  # what the step is judged (and its activations shown) by
+                        first.update(value=float(loss.detach()), acts=len(acts),
+                                     grads_ok=all(p.grad is None or torch.isfinite(p.grad).all()
+                                                  for p in self.model.parameters()))
+                    return loss
+
+                # step(closure): second-order methods, K-FAC and SAM evaluate it themselves
+                self.optimizer.step(closure)
+                del acts[first["acts"]:]
+                value, grads_ok = first["value"], first["grads_ok"]
                 if not math.isfinite(value) or not grads_ok:
+                    with torch.no_grad():
+                        for p, b in zip(self.model.parameters(), before):
+                            p.copy_(b)
                     self.stopped = (f"diverged at step {self.steps + 1}: " +
                                     (f"the loss is {value}" if not math.isfinite(value)
                                      else "a gradient is not finite"))
                     return
-                self.optimizer.step()
                 if not all(torch.isfinite(p).all() for p in self.model.parameters()):
                     with torch.no_grad():
                         for p, b in zip(self.model.parameters(), before):

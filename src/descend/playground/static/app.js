@@ -152,7 +152,8 @@ function addRacer(name, hyper) {
   div.className = "racer";
   const sel = document.createElement("select");
   sel.className = "opt-name";
-  option(sel, state.options.optimizers.map((o) => o.name));
+  // the race runs one 2-D parameter: the layer-wise methods (K-FAC, Shampoo, ...) are left out
+  option(sel, state.options.optimizers.filter((o) => o.race).map((o) => o.name));
   sel.value = name;
   const remove = document.createElement("button");
   remove.className = "remove"; remove.type = "button"; remove.textContent = "✕";
