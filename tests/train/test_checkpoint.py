@@ -343,8 +343,8 @@ def test_recipe_names_checkpoint_and_nan_guard(tmp_path):
 
     raw = {"name": "x", "data": {"name": "digits", "val_fraction": 0.1}, "model": {"name": "mlp", "hidden": [8]},
            "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64, "epochs": 1, "seeds": [0],
-           "callbacks": [{"name": "checkpoint", "directory": str(tmp_path), "every_n_steps": 5},
+           "callbacks": [{"name": "checkpoint", "directory": "ck", "every_n_steps": 5},
                          {"name": "nan_guard", "action": "rollback", "lr_factor": 0.5}]}
-    built = runner.build(recipes.load(raw).runs()[0], 0)
+    built = runner.build(recipes.load(raw).runs()[0], 0, out=tmp_path)
     kinds = [type(c).__name__ for c in built.trainer.callbacks]
     assert kinds[-2:] == ["CheckpointCallback", "NanGuard"] and built.trainer.callbacks[-1].action == "rollback"
