@@ -322,13 +322,42 @@ def _check_optimizer_groups(optimizer, saved, path) -> None:
 def _snapshot(trainer, model, pairs) -> dict[str, Any]:
     """Everything :func:`restore` may change, copied, for :func:`_rollback`."""
     return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "optimizer": copy.deepcopy(trainer.optimizer.state_dict()),
-            "schedulers": [copy.deepcopy(s.state_dict()) for s in trainer.schedulers],
-            "callbacks": [copy.deepcopy(c.state_dict()) for c, _ in pairs],
-            "callback_attrs": [copy.copy(vars(c)) for c, _ in pairs],
+            "optimizer": _optimizer_snapshot(trainer.optimizer),
+            "schedulers": [(copy.deepcopy(s.state_dict()), copy.copy(vars(s))) for s in trainer.schedulers],
+            "callbacks": [(copy.deepcopy(c.state_dict()), copy.copy(vars(c))) for c, _ in pairs],
             "trainer": trainer._snapshot() if hasattr(trainer, "_snapshot") else None,
             "loss_fn": copy.deepcopy(_loss_state(trainer)),
             "rng": rng_state()}
+
+
+def _optimizer_snapshot(opt) -> tuple:
+    """The optimizer's attributes, its state and groups (the same objects, their contents
+    copied) and a copy of every tensor in them: enough to undo any ``load_state_dict``
+    without calling it again (it may be the part that fails)."""
+    state = [(p, s, dict(s)) for p, s in opt.state.items()]
+    groups = [(g, dict(g)) for g in opt.param_groups]
+    values = [v for _, s, _ in state for v in s.values()] + \
+        [v for g, _ in groups for k, v in g.items() if k != "params"]
+    tensors = [(t, t.detach().clone()) for t in values if isinstance(t, torch.Tensor)]
+    return dict(vars(opt)), list(opt.param_groups), state, groups, tensors
+
+
+def _optimizer_rollback(opt, snap) -> None:
+    attrs, group_list, state, groups, tensors = snap
+    vars(opt).clear()
+    vars(opt).update(attrs)
+    opt.param_groups[:] = group_list
+    for g, saved in groups:
+        g.clear()
+        g.update(saved)
+    opt.state.clear()
+    for p, s, saved in state:
+        s.clear()
+        s.update(saved)
+        opt.state[p] = s
+    with torch.no_grad():
+        for t, saved in tensors:
+            t.copy_(saved)
 
 
 def _rollback(trainer, model, pairs, snap) -> None:
@@ -336,13 +365,15 @@ def _rollback(trainer, model, pairs, snap) -> None:
         model.load_state_dict(snap["model"])
     if snap["loss_fn"]:
         trainer.loss_fn.load_state_dict(snap["loss_fn"])
-    trainer.optimizer.load_state_dict(snap["optimizer"])
-    for s, st in zip(trainer.schedulers, snap["schedulers"]):
-        s.load_state_dict(st)
-    for (c, _), st, attrs in zip(pairs, snap["callbacks"], snap["callback_attrs"]):
-        c.load_state_dict(st)
-        vars(c).clear()
-        vars(c).update(attrs)
+    _optimizer_rollback(trainer.optimizer, snap["optimizer"])
+    objs = [*trainer.schedulers, *(c for c, _ in pairs)]
+    for obj, (st, attrs) in zip(objs, [*snap["schedulers"], *snap["callbacks"]]):
+        try:  # undoes in-place changes to their containers; may fail where the restore did
+            obj.load_state_dict(st)
+        except Exception:
+            pass
+        vars(obj).clear()
+        vars(obj).update(attrs)
     if snap["trainer"] is not None:
         trainer._rollback(snap["trainer"])
     set_rng_state(snap["rng"])
