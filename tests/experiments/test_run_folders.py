@@ -2,6 +2,7 @@
 concurrent runs of one name keep every result, and --resume says what it resumed from."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -137,3 +138,22 @@ def test_resume_says_what_it_resumed_from(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"--out: checkpoint folder {ck} is in use by another fit (pid {os.getpid()})" in err
     lock.release()
+
+
+def test_a_diverging_variant_is_a_result_of_compare_and_an_error_of_train(tmp_path, capsys):
+    r = write(tmp_path, {**TINY, "epochs": 2, "variants": [
+        {"name": "ok"}, {"name": "huge", "optimizer": {"name": "sgd", "lr": 1e30}}]})
+    out = tmp_path / "runs"
+    assert main(["compare", r, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert re.search(r"huge .*non-finite loss \((nan|inf)\) at step \d+ \(epoch 1\)", said), said
+    res = json.loads((out / "t" / "results.json").read_text())
+    ok, huge = (v["runs"][0] for v in res["variants"])
+    assert "diverged" not in ok and ok["epochs_run"] == 2
+    assert "NanGuard" in huge["diverged"] and huge["epochs_run"] == 0
+    try:  # one run alone stops with the error (one line once the CLI turns errors into lines)
+        code = main(["train", r, "--variant", "huge", "--out", str(out)])
+    except FloatingPointError as e:
+        code = 2 if "non-finite loss" in str(e) else 1
+    assert code == 2
+    assert not (out / "t-huge").exists() and not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -92,6 +92,7 @@ class Job:
 
     def __init__(self, config, ckpt_dir, out, *, resume=False, sleep=0.0, spawn=False, every=None):
         self.out, self.spawn = Path(out), spawn
+        self.out.parent.mkdir(parents=True, exist_ok=True)
         if spawn:
             env = dict(os.environ, DESCEND_TEST_STEP_SLEEP=str(sleep))
             cmd = [sys.executable, str(HERE / "resume_job.py"), str(ckpt_dir), str(out),
@@ -186,7 +187,8 @@ def trial(config, work: Path, i: int, rng: random.Random, total_steps: int, *, s
     killed_at = _steps(ckpt)
     resumed = Job(config, ckpt, d / "resumed.pt", resume=True, spawn=spawn)
     if resumed.wait() != 0:
-        return "differs", killed_at, f"the resumed run failed:\n{resumed.error()}"
+        last = [line for line in resumed.error().splitlines() if line.strip()][-1:] or ["?"]
+        return "differs", killed_at, f"the resumed run failed: {last[0]}"
     diff = first_difference(ref, torch.load(d / "resumed.pt", weights_only=True))
     return ("equal" if diff is None else "differs"), killed_at, diff
 

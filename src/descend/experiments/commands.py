@@ -289,6 +289,8 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
     def on_result(run, res):
         line = (f"  {run.name:<16} seed {res['seed']:<3} val acc {_pct(res['final_val_acc'])}  "
                 f"test acc {_pct(res['final_test_acc'])}  {res['train_seconds']:.1f}s")
+        if res.get("diverged"):
+            line += "  " + res["diverged"].split(":")[0]  # "non-finite loss (nan) at step N (epoch E)"
         if bar is not None:
             bar.update(1)
             bar.write(line)

@@ -280,12 +280,17 @@ def _clean(v: Any) -> Any:
 
 def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
               progress: bool = False, prepare: Callable[[Built], Any] | None = None,
-              out: Any = None) -> dict[str, Any]:
+              out: Any = None, diverged_ok: bool = False) -> dict[str, Any]:
     """Train ``run`` with ``seed``; return its curves and final numbers (JSON-ready).
 
     ``prepare(built)``, if given, runs after the build and before the fit: it may restore
     a checkpoint (the fit then runs the remaining epochs), wrap the model for data
     parallel, and return replacement training data (a sharded loader), or None.
+
+    With ``diverged_ok`` a fit stopped by a non-finite loss (``FloatingPointError``) is a
+    result, not an error: ``diverged`` holds the message, the curves end at the last
+    finished epoch and the test split is evaluated on the last finite weights (how
+    ``descend compare`` keeps the other runs of a comparison). Otherwise it is raised.
     """
     built = build(run, seed, device=device, cache=cache, callbacks=callbacks, progress=progress, out=out)
     t, data = built.trainer, built.data
@@ -294,7 +299,13 @@ def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
         train = prepare(built) or train
     val = data.val if len(data.val) else None
     t0 = time.perf_counter()
-    hist = t.fit(train, val, epochs=run.spec.epochs - t.epoch)
+    diverged = None
+    try:
+        hist = t.fit(train, val, epochs=run.spec.epochs - t.epoch)
+    except FloatingPointError as e:
+        if not diverged_ok:
+            raise
+        diverged, hist = str(e), t.history
     wall = time.perf_counter() - t0
     test = t.evaluate(data.test) if len(data.test) else {}
     ep = hist.epochs
@@ -319,6 +330,8 @@ def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
         "epochs_run": t.epoch,
         "steps_run": t.global_step,
     }
+    if diverged is not None:
+        result["diverged"] = diverged
     result["monitors"] = _clean({k: {c: list(v) for c, v in table.items()}
                                  for k, table in (getattr(hist, "monitors", None) or {}).items()})
     result["model"] = built.model
@@ -375,7 +388,7 @@ def run_all(runs: list[Run], *, device="cpu", on_result: Callable[[Run, dict], N
     for run in runs:
         results = []
         for seed in run.spec.seeds:
-            r = train_one(run, seed, device=device, cache=cache, out=out)
+            r = train_one(run, seed, device=device, cache=cache, out=out, diverged_ok=True)
             r.pop("model", None)
             results.append(_clean(r))
             if on_result is not None:

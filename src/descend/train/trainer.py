@@ -390,7 +390,7 @@ class Trainer:
         self._loader_gens = gens
         if self._resume_loader_states is not None:
             states, self._resume_loader_states = self._resume_loader_states, None
-            if gens and len(states) != len(gens):
+            if states and gens and len(states) != len(gens):
                 fail("train_data", f"a DataLoader with {len(states)} generators, as in the checkpoint "
                      "(the loader changed since it was saved)", f"{len(gens)} generators")
             for g, st in zip(gens, states):
