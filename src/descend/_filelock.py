@@ -6,12 +6,15 @@ pid, for the information of whoever finds it taken. The kernel drops the lock wh
 owner exits, however it exits (SIGKILL included), so a lock of a dead process is never
 "stale": the next process simply takes it. Removing a held lock file is safe: a process
 that opened the old file before it was removed notices that the path no longer names
-the file it locked, and tries again.
+the file it locked, and tries again. A forked child (a DataLoader worker, say) closes
+its copy of the lock's file at once: the lock stays its parent's, and is released when
+the parent dies even while such children live on.
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 try:  # POSIX
@@ -76,6 +79,7 @@ class FileLock:
                 os.close(fd)
                 raise
             self._fd = fd
+            _HELD.add(self)
             return True
         return False  # pragma: no cover - only under a storm of lock removals
 
@@ -92,6 +96,7 @@ class FileLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        _HELD.discard(self)
         try:
             if fcntl is not None:  # removing first: a waiter sees the path change and retries
                 try:
@@ -109,6 +114,27 @@ class FileLock:
             self.release()
         except Exception:
             pass
+
+
+_HELD: "weakref.WeakSet[FileLock]" = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    """After a fork, in the child: close the inherited lock files (their locks are the
+    parent's). Otherwise a DataLoader worker outliving a killed trainer for a few seconds
+    would keep the trainer's folders locked."""
+    for lock in list(_HELD):
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:  # pragma: no cover
+                pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _lock(fd: int) -> bool:

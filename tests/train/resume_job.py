@@ -1,4 +1,4 @@
-"""A small training job for the resume tests: ``python resume_job.py DIR OUT [--resume] [--config NAME [--every N]]``.
+"""A small training job for the resume tests: ``python resume_job.py DIR OUT [--resume] [--config NAME [--every N] [--from STEP]]``.
 
 Everything that could break an exact resume is in it: dropout (torch RNG), a numpy and a
 python random draw per batch (their RNGs), Adam state, a per-step and a per-epoch
@@ -49,6 +49,18 @@ class Watch(MonitorCallback):
 
     def on_epoch_end(self, trainer, logs):
         self.update(self.value_from(logs), trainer.epoch)
+
+
+class StepSavesFrom(Callback):
+    """Turns a checkpoint callback's step saves on from ``step`` on (stateless, so a resumed
+    run may lack it): a killed run then pays for step checkpoints only near its kill."""
+
+    def __init__(self, checkpoint, every_n_steps, step):
+        self.checkpoint, self.every, self.step = checkpoint, every_n_steps, step
+
+    def on_batch_end(self, trainer, logs):
+        if trainer.global_step + 1 >= self.step:
+            self.checkpoint.every_n_steps = self.every
 
 
 class Slow(Callback):
@@ -180,11 +192,17 @@ def build_config(config: str, directory, out_dir, sleep=0.0, every_n_steps=1):
     return trainer, train_data, (x[:30], y[:30])
 
 
-def run_config(config: str, directory, out_dir, resume=False, sleep=0.0, every_n_steps=1) -> Trainer:
+def run_config(config: str, directory, out_dir, resume=False, sleep=0.0, every_n_steps=1,
+               steps_from=0) -> Trainer:
     """Train one configuration for its epochs (resumed from the newest checkpoint if asked),
-    checkpointing every epoch and every ``every_n_steps`` steps (None: epochs only; the
-    cadence changes nothing in the training, only how far back a kill sends it)."""
-    trainer, train, val = build_config(config, directory, out_dir, sleep, every_n_steps)
+    checkpointing every epoch and every ``every_n_steps`` steps from step ``steps_from`` on
+    (None: epochs only; the cadence changes nothing in the training, only how far back a
+    kill sends it)."""
+    trainer, train, val = build_config(config, directory, out_dir, sleep,
+                                       every_n_steps if steps_from <= 1 else None)
+    if every_n_steps and steps_from > 1:
+        ckpt = next(c for c in trainer.callbacks if isinstance(c, CheckpointCallback))
+        trainer.callbacks.append(StepSavesFrom(ckpt, every_n_steps, steps_from))
     if resume:
         path = latest_checkpoint(directory)
         if path is not None:
@@ -246,9 +264,10 @@ if __name__ == "__main__":
     if "--config" in sys.argv:
         config = sys.argv[sys.argv.index("--config") + 1]
         every = int(sys.argv[sys.argv.index("--every") + 1]) if "--every" in sys.argv else 1
+        start = int(sys.argv[sys.argv.index("--from") + 1]) if "--from" in sys.argv else 0
         logs = Path(out).with_suffix(".logs")
         t = run_config(config, directory, logs, resume="--resume" in sys.argv, sleep=sleep,
-                       every_n_steps=every or None)
+                       every_n_steps=every or None, steps_from=start)
         torch.save(final_state(t, logs), out)
     else:
         t = run(directory, resume="--resume" in sys.argv, sleep=sleep)

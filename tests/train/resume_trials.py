@@ -11,11 +11,12 @@ For each configuration of ``resume_job.py`` (every registry optimizer under a de
 Scheduler, a DataLoader with 0 and 2 workers, augmentation, input/weight/label noise,
 DisturbLabelLoss, the loss-proportional sampler, EarlyStopping, plateau schedules), one
 uninterrupted run gives the reference. Each trial starts the job with a short sleep per
-step, checkpointing every step, waits until it has reached a random step, sleeps a random
-part of a step (so the kill may land inside a checkpoint save), sends SIGKILL, runs the
-job again with ``--resume`` and compares its final state with the reference *bitwise*
-(the reference and the resumed run checkpoint only at epoch ends, which is faster and
-changes nothing in the training): weights, optimizer state, schedulers, every callback's state, the global RNGs
+step, checkpointing every epoch and, from two steps before a random step on, every step;
+waits until it has reached that step, sleeps a random part of a step (so the kill may
+land inside a checkpoint save), sends SIGKILL, runs the job again with ``--resume`` and
+compares its final state with the reference *bitwise* (the reference and the resumed
+run checkpoint only at epoch ends: the cadence changes nothing in the training, and
+fewer saves make a trial cheaper): weights, optimizer state, schedulers, every callback's state, the global RNGs
 and the trainer's generators, the history and the CSV logs (the ``time`` columns and
 training seconds excluded). A trial whose job finished before the kill is redrawn.
 
@@ -90,13 +91,15 @@ def first_difference(a, b, path="state"):
 class Job:
     """One training job in its own process (forked, or spawned with ``spawn=True``)."""
 
-    def __init__(self, config, ckpt_dir, out, *, resume=False, sleep=0.0, spawn=False, every=None):
+    def __init__(self, config, ckpt_dir, out, *, resume=False, sleep=0.0, spawn=False, every=None,
+                 steps_from=0):
         self.out, self.spawn = Path(out), spawn
         self.out.parent.mkdir(parents=True, exist_ok=True)
         if spawn:
             env = dict(os.environ, DESCEND_TEST_STEP_SLEEP=str(sleep))
             cmd = [sys.executable, str(HERE / "resume_job.py"), str(ckpt_dir), str(out),
-                   "--config", config, "--every", str(every or 0)] + (["--resume"] if resume else [])
+                   "--config", config, "--every", str(every or 0), "--from", str(steps_from)] + \
+                (["--resume"] if resume else [])
             self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                          stderr=open(self.out.with_suffix(".err"), "w"))
             self.pid = self.proc.pid
@@ -104,13 +107,15 @@ class Job:
         self.pid = os.fork()
         if self.pid == 0:  # the child: a new process, as after a restart
             code = 0
+            err = os.open(self.out.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(err, 2)  # its DataLoader workers' complaints when it is killed go there
             try:
                 torch.set_num_threads(1)
                 random.seed()  # whatever states a new process starts with
                 torch.manual_seed(random.getrandbits(62))
                 logs = self.out.with_suffix(".logs")
                 t = resume_job.run_config(config, ckpt_dir, logs, resume=resume, sleep=sleep,
-                                          every_n_steps=every)
+                                          every_n_steps=every, steps_from=steps_from)
                 torch.save(resume_job.final_state(t, logs), out)
             except BaseException:
                 self.out.with_suffix(".err").write_text(traceback.format_exc())
@@ -157,10 +162,17 @@ def _steps(ckpt_dir) -> int:
 
 
 def reference(config, work: Path, spawn: bool):
+    """The uninterrupted run's final state. Forking: run here, which also loads whatever
+    the first run imports lazily (a forked job would otherwise redo it, ~20x its cost)."""
     d = work / config.replace(":", "_").replace("@", "_") / "ref"
-    job = Job(config, d / "ck", d / "final.pt", spawn=spawn)
-    if job.wait() != 0:
-        raise RuntimeError(f"{config}: the uninterrupted run failed:\n{job.error()}")
+    if spawn:
+        job = Job(config, d / "ck", d / "final.pt", spawn=spawn)
+        if job.wait() != 0:
+            raise RuntimeError(f"{config}: the uninterrupted run failed:\n{job.error()}")
+    else:
+        logs = d / "final.logs"
+        t = resume_job.run_config(config, d / "ck", logs, every_n_steps=None)
+        torch.save(resume_job.final_state(t, logs), d / "final.pt")
     return torch.load(d / "final.pt", weights_only=True)
 
 
@@ -172,7 +184,7 @@ def trial(config, work: Path, i: int, rng: random.Random, total_steps: int, *, s
         shutil.rmtree(d)
     ckpt = d / "ck"
     target = rng.randint(1, max(1, total_steps - 1))
-    job = Job(config, ckpt, d / "killed.pt", sleep=sleep, spawn=spawn, every=1)
+    job = Job(config, ckpt, d / "killed.pt", sleep=sleep, spawn=spawn, every=1, steps_from=target - 2)
     deadline = time.time() + 120
     while time.time() < deadline and job.running() and _steps(ckpt) < target - 1:
         time.sleep(0.002)

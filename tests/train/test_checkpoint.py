@@ -478,6 +478,26 @@ def test_the_lock_of_a_killed_process_is_free(tmp_path):
     mine.release()
 
 
+def test_a_forked_child_does_not_keep_its_parents_lock(tmp_path):
+    # a DataLoader worker outlives its killed trainer for a few seconds: the folder must be
+    # free as soon as the trainer is dead
+    code = ("import os, sys, time; from descend.train.checkpoint import CheckpointCallback; "
+            "c = CheckpointCallback(sys.argv[1]); c.acquire(); pid = os.fork()\n"
+            "if pid == 0:\n    time.sleep(30); os._exit(0)\n"
+            "print(pid, flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE)
+    child = int(p.stdout.readline())
+    try:
+        p.kill()
+        p.wait()
+        os.kill(child, 0)  # the child still lives
+        mine = CheckpointCallback(tmp_path)
+        mine.acquire()
+        mine.release()
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 def test_early_stopping_counters_survive_restore(tmp_path):
     from descend.train import EarlyStopping
     x = torch.randn(40, 3)

@@ -297,6 +297,8 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
         else:
             say(line)
 
+    for run in runs:  # the same names as `descend train`, which makes folders of them
+        _path_name(r.source, run.origin.path(["name"]), run.name)
     staging = _Staging(Path(out), _path_name(r.source, "name", r.name), overwrite)
     final = staging.final
     t0 = time.perf_counter()

@@ -66,10 +66,13 @@ def rng_state() -> dict[str, Any]:
     True
     """
     kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
     state = {"torch": torch.get_rng_state(),
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-             "python": random.getstate()}
+             # one tensor rather than 625 Python ints: a checkpoint saves and loads faster
+             "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                        "gauss": gauss}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -88,8 +91,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    py = state["python"]
+    if isinstance(py, dict):
+        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    else:  # checkpoints written before the python state became a tensor
+        version, internal, gauss = py
+        random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
