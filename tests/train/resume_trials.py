@@ -300,7 +300,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=20, help="trials per configuration (default 20)")
     p.add_argument("--configs", nargs="*", default=None,
-                   help="configurations (default: all, or none with --cli)")
+                   help="configurations (default: all; `--configs` alone: none, e.g. with --cli)")
     p.add_argument("--sleep", type=float, default=0.005, help="seconds slept per step (default 0.005)")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill steps (default 0)")
     p.add_argument("--spawn", action="store_true", help="fresh python processes instead of forks")
@@ -314,7 +314,7 @@ def main(argv=None) -> int:
     if args.list:
         print("\n".join(names))
         return 0
-    configs = args.configs if args.configs is not None else ([] if args.cli else names)
+    configs = names if args.configs is None else args.configs
     unknown = [c for c in configs if c not in names]
     if unknown:
         p.error(f"unknown configurations {unknown}; see --list")
