@@ -496,8 +496,8 @@ class CheckpointCallback(MonitorCallback):
             who = self._lock.holder()
             raise FolderInUseError(
                 f"checkpoint folder {self.directory} is in use by another fit "
-                f"({'pid ' + who if who else 'another process'}): give each run its own "
-                "`directory`, or wait for that one to finish")
+                f"({'pid ' + who if who else 'another process'}): wait for it to finish, or "
+                "use another folder")
         for p in self.directory.iterdir():  # leftovers of a save or prune that was killed
             if p.name.startswith((".tmp-", ".trash-")):
                 shutil.rmtree(p, ignore_errors=True)
