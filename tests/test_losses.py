@@ -108,3 +108,16 @@ def test_disturb_label_module_train_only_and_seeded():
         LOSSES.create("disturb_label", alpha=2)
     with pytest.raises(TypeError, match="disturb_label got unexpected keyword argument"):
         LOSSES.create("disturb_label", alpha=0.1, sigma=1)
+
+
+def test_disturb_label_state_dict_carries_its_generator():
+    from descend.losses import DisturbLabelLoss
+    out = torch.randn(64, 10, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    y = torch.zeros(64, dtype=torch.long)
+    a = DisturbLabelLoss(alpha=0.5, seed=1)
+    a(out, y)
+    b = DisturbLabelLoss(alpha=0.5, seed=1)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.generator.get_state(), b.generator.get_state())
+    fresh = DisturbLabelLoss(alpha=0.5, seed=1)  # its first draw, not the second
+    assert torch.equal(a(out, y), b(out, y)) and not torch.equal(a(out, y), fresh(out, y))

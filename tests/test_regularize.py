@@ -234,3 +234,29 @@ def test_every_training_trick_is_reachable_from_a_recipe_callbacks_list():
     for spec in recipe:
         kwargs = dict(spec)
         assert CALLBACKS.create(kwargs.pop("name"), **kwargs) is not None
+
+
+@pytest.mark.parametrize("make", [lambda: InputNoise(sigma=0.1, seed=4), lambda: LabelNoise(5, alpha=0.5, seed=4),
+                                  lambda: WeightNoise(sigma=0.1, seed=4)])
+def test_noise_state_dict_resumes_the_same_draws(make):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 5)
+    t = SimpleNamespace(model=model)
+    batch = (torch.randn(6, 3), torch.randint(0, 5, (6,)))
+
+    def draw(cb):
+        before = model.weight.detach().clone()
+        out = cb.on_batch_begin(t, batch)
+        noisy = model.weight.detach().clone()
+        with torch.no_grad():
+            model.weight.copy_(before)
+        cb._clean = None
+        return out if out is not None else (noisy,)
+
+    a = make()
+    draw(a)
+    b = make()
+    b.load_state_dict(a.state_dict())
+    for x, y in zip(draw(a), draw(b)):
+        assert torch.equal(x, y)
+    assert make().state_dict() == {"generator": None, "device": None}

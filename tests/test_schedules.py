@@ -306,6 +306,7 @@ def test_scheduler_state_dict_round_trip():
         sch.step()
     opt2 = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
     sch2 = S.Scheduler(opt2, {"lr": S.cosine(0.1, 20)}, unit="epoch")
+    opt2.load_state_dict(opt.state_dict())  # the optimizer carries the values set so far
     sch2.load_state_dict(sch.state_dict())
     assert sch2.t == 7 and opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
     sch.step()
@@ -389,5 +390,31 @@ def test_scheduler_state_dict_carries_plateau_state():
     p2 = S.plateau(1.0, factor=0.5, patience=0)
     opt2 = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     sch2 = S.Scheduler(opt2, {"lr": p2}, unit="epoch")
+    opt2.load_state_dict(opt.state_dict())
     sch2.load_state_dict(sch.state_dict())
     assert opt2.param_groups[0]["lr"] == 0.5 and p2.best == 1.0 and sch2.t == 2
+
+
+def test_scheduler_load_state_dict_keeps_the_restored_lr():
+    # A plateau decides a lower value at an epoch's end; a per-step Scheduler applies it
+    # only at its next step. A checkpoint taken in between restores the optimizer's LR
+    # as it was: loading the Scheduler must not apply the new value early.
+    w = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=1.0)
+    p = S.plateau(1.0, factor=0.5, patience=0)
+    sch = S.Scheduler(opt, {"lr": p})
+    sch.step()
+    p.step(1.0)
+    p.step(2.0)  # plateau: 0.5 from the next scheduler step on
+    assert p.current == 0.5 and opt.param_groups[0]["lr"] == 1.0
+    p2 = S.plateau(1.0, factor=0.5, patience=0)
+    opt2 = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sch2 = S.Scheduler(opt2, {"lr": p2})
+    opt2.load_state_dict(opt.state_dict())
+    opt2.param_groups[0]["lr"] = 0.75  # a value only the optimizer's state knows
+    sch2.load_state_dict(sch.state_dict())
+    assert opt2.param_groups[0]["lr"] == 0.75 and p2.current == 0.5 and sch2.t == 1
+    sch2.step()
+    assert opt2.param_groups[0]["lr"] == 0.5
+    with pytest.raises(ValueError, match="`state` must be a state of 1 param groups"):
+        sch2.load_state_dict({**sch.state_dict(), "initial": [{}, {}]})

@@ -32,3 +32,21 @@ def test_accepts_valid_values():
     assert check_range("lr", 0.1, ge=0) == 0.1
     assert check_pair("betas", (0.9, 0.999)) == (0.9, 0.999)
     assert check_int("k", 3, ge=1) == 3
+
+
+@pytest.mark.parametrize("value", ["../x", "a/b", "a\\b", "", ".", "..", "a\x00", "a\nb", "x..y"])
+def test_file_names_that_could_leave_the_folder_are_refused(value):
+    from descend._validation import check_file_name
+    with pytest.raises(ValueError, match="`variant` must be a plain file name"):
+        check_file_name("variant", value)
+
+
+def test_relative_paths():
+    from descend._validation import check_file_name, check_relative_path
+    assert check_file_name("n", "adam-lr=0.01") == "adam-lr=0.01"
+    assert check_relative_path("d", "a/b/./c") == "a/b/./c"
+    for bad in ["/etc", "\\x", "C:\\x", "a/../..", "..", "a/\x00"]:
+        with pytest.raises(ValueError, match="`d` must be a relative path inside the output folder"):
+            check_relative_path("d", bad)
+    with pytest.raises(TypeError):
+        check_relative_path("d", 3)

@@ -168,3 +168,52 @@ def check_no_unknown(where: str, kwargs: Mapping[str, Any]) -> None:
             f"{where} got unexpected keyword argument(s): {names}. "
             f"Received: {', '.join(f'{k}={v!r}' for k, v in kwargs.items())}"
         )
+
+
+def check_file_name(name: str, value: Any) -> str:
+    """Check that ``value`` can be used as one file or folder name inside a chosen folder.
+
+    Refused: a non-string, the empty string, ``.`` and anything containing ``..``, a path
+    separator (``/``, ``\\``), a NUL or another control character: so a name from a
+    recipe can never point outside the folder it is joined to.
+
+    >>> check_file_name("variant", "adam-lr=0.1")
+    'adam-lr=0.1'
+    >>> check_file_name("variant", "../../x")
+    Traceback (most recent call last):
+        ...
+    ValueError: `variant` must be a plain file name (not empty, no '/', '\\', '..' or control characters). Received: variant='../../x'
+    """
+    cond = "a plain file name (not empty, no '/', '\\', '..' or control characters)"
+    if not isinstance(value, str):
+        fail(name, cond, value, TypeError)
+    if (not value or value == "." or ".." in value or "/" in value or "\\" in value
+            or any(ord(c) < 32 or ord(c) == 127 for c in value)):
+        fail(name, cond, value)
+    return value
+
+
+def check_relative_path(name: str, value: Any) -> str:
+    """Check that ``value`` is a relative path whose every part passes :func:`check_file_name`.
+
+    >>> check_relative_path("directory", "checkpoints/run1")
+    'checkpoints/run1'
+    >>> check_relative_path("directory", "/etc")
+    Traceback (most recent call last):
+        ...
+    ValueError: `directory` must be a relative path inside the output folder (parts without '..', control characters or a leading '/'). Received: directory='/etc'
+    """
+    cond = "a relative path inside the output folder (parts without '..', control characters or a leading '/')"
+    if not isinstance(value, str):
+        fail(name, cond, value, TypeError)
+    parts = value.replace("\\", "/").split("/")
+    if not value or value.startswith(("/", "\\")) or (len(value) > 1 and value[1] == ":"):
+        fail(name, cond, value)
+    for part in parts:
+        if part in ("", "."):
+            continue
+        try:
+            check_file_name(name, part)
+        except ValueError:
+            fail(name, cond, value)
+    return value

@@ -140,6 +140,13 @@ class DisturbLabelLoss(nn.Module):
             targets = disturb_labels(targets, outputs.shape[1], self.alpha, self.generator)
         return F.cross_entropy(outputs, targets)
 
+    def get_extra_state(self):
+        """The generator's state, in ``state_dict()``: a checkpoint resumes the same draws."""
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state) -> None:
+        self.generator.set_state(state["generator"])
+
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
 

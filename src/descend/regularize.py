@@ -302,7 +302,27 @@ class _Noisy(Callback):
     def gen(self, device) -> torch.Generator:
         if self._gen is None or self._gen.device != torch.device(device):
             self._gen = torch.Generator(device=device).manual_seed(self.seed)
+            if self._pending_state is not None:  # restored before the first draw
+                self._gen.set_state(self._pending_state)
+                self._pending_state = None
         return self._gen
+
+    _pending_state: torch.Tensor | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The noise generator's state (None before the first draw), for exact resume."""
+        g = self._gen.get_state() if self._gen is not None else self._pending_state
+        return {"generator": None if g is None else g.clone(),
+                "device": None if self._gen is None else str(self._gen.device)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        g = state.get("generator")
+        if g is not None and not isinstance(g, torch.Tensor):
+            fail("generator", "a torch.Generator state (a uint8 tensor) or None", type(g).__name__, TypeError)
+        self._gen = None
+        self._pending_state = None if g is None else g.clone()
+        if g is not None and state.get("device") is not None:
+            self.gen(state["device"])  # created now: a bad state fails here, not later
 
     def randn_like(self, t: torch.Tensor) -> torch.Tensor:
         return torch.randn(t.shape, generator=self.gen(t.device), device=t.device, dtype=t.dtype)

@@ -725,16 +725,30 @@ class Scheduler:
 
     def state_dict(self) -> dict[str, Any]:
         return {"t": self.t, "initial": [dict(d) for d in self.initial],
+                "last_values": {k: list(v) for k, v in self.last_values.items()},
                 "schedules": {k: s.state_dict() for k, s in self.schedules.items()
                               if hasattr(s, "state_dict")}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.t = state["t"]
-        self.initial = [dict(d) for d in state["initial"]]
+        """Restore :meth:`state_dict` (the step count, the initial values and each stateful
+        schedule's state, e.g. a :class:`Plateau`'s).
+
+        The optimizer is not touched, as with torch's LR schedulers: its own
+        ``load_state_dict`` restores the values the schedules had set. (Re-applying
+        ``schedule(t)`` here would overwrite them, e.g. with a plateau value decided at
+        the end of an epoch that the uninterrupted run applies only at the next step.)
+        """
+        if not isinstance(state, Mapping) or "t" not in state or "initial" not in state:
+            fail("state", "a Scheduler.state_dict()", state)
+        if len(state["initial"]) != len(self.optimizer.param_groups):
+            fail("state", f"a state of {len(self.optimizer.param_groups)} param groups",
+                 f"{len(state['initial'])} groups")
         for k, st in state.get("schedules", {}).items():
             if k in self.schedules and hasattr(self.schedules[k], "load_state_dict"):
                 self.schedules[k].load_state_dict(st)
-        self._apply()
+        self.t = _check_step(state["t"])
+        self.initial = [dict(d) for d in state["initial"]]
+        self.last_values = {k: list(v) for k, v in state.get("last_values", {}).items()}
 
     def __repr__(self) -> str:
         return (f"Scheduler(t={self.t}, unit={self.unit!r}, scale={self.scale!r}, "

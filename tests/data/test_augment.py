@@ -153,3 +153,18 @@ def test_augment_callback_through_the_trainer():
     Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), batch_size=32, shuffle=False,
             callbacks=[cb], progress=False).fit((x, y), epochs=1)
     assert torch.equal(seen[0], torch.flip(x, dims=(-1,)))
+
+
+def test_augment_state_resumes_the_same_draws_fancy_pca_fit_included():
+    ops = ["hflip", {"name": "gaussian_noise", "sigma": 0.1}, "fancy_pca"]
+    a = Augment(ops, seed=2)
+    a.on_batch_begin(None, (images(), None))  # generators advanced, FancyPCA fitted on this batch
+    b = Augment(ops, seed=2)
+    b.load_state_dict(a.state_dict())
+    x = images(seed=1)
+    assert torch.equal(a.on_batch_begin(None, (x, None))[0], b.on_batch_begin(None, (x, None))[0])
+    fresh = Augment(ops, seed=2)  # without the state: other draws and another PCA fit
+    assert not torch.equal(a.on_batch_begin(None, (x, None))[0], fresh.on_batch_begin(None, (x, None))[0])
+    assert Augment(ops).state_dict()["ops"][0] == {"generator": None, "device": None}  # nothing drawn yet
+    with pytest.raises(ValueError, match="`ops` must be 3 augmentations, as in the checkpoint"):
+        Augment(["hflip"]).load_state_dict(a.state_dict())

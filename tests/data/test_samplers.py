@@ -232,3 +232,29 @@ def test_loss_feedback_errors():
                 progress=False)
     with pytest.raises(ValueError, match="loss_feedback needs both"):
         t.fit((x, y), epochs=1)
+
+
+def test_state_dicts_resume_the_same_draws():
+    from descend.data.samplers import LossFeedback, SampledBatches
+    s = LossProportionalSampler(10, mix=0.1, seed=3)
+    s.update(torch.arange(10), torch.arange(10.0))
+    list(s)  # epoch 0 drawn
+    t = LossProportionalSampler(10, mix=0.1, seed=3)
+    t.load_state_dict(s.state_dict())
+    assert torch.equal(t.losses, s.losses) and list(t) == list(s)  # epoch 1, same losses
+    with pytest.raises(ValueError, match=r"`losses` must be a tensor of shape \(10,\)"):
+        t.load_state_dict({**s.state_dict(), "losses": torch.ones(3)})
+    g = GrowingBatchSampler(ShuffleSampler(10, seed=1), start=2)
+    list(g)
+    h = GrowingBatchSampler(ShuffleSampler(10, seed=1), start=2)
+    h.load_state_dict(g.state_dict())
+    assert list(h) == list(g)
+    ds = TensorDataset(torch.arange(10.0)[:, None], torch.arange(10))
+    a = SampledBatches(ds, LossProportionalSampler(10, seed=0), 4)
+    a.sampler.update([1], torch.tensor([9.0]))
+    b = SampledBatches(ds, LossProportionalSampler(10, seed=0), 4)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.sampler.losses, a.sampler.losses)
+    fb = LossFeedback(LossProportionalSampler(10, seed=0), ds)
+    fb.load_state_dict({"sampler": a.sampler.state_dict()})
+    assert torch.equal(fb.sampler.losses, a.sampler.losses)

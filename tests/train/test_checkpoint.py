@@ -270,10 +270,41 @@ def test_nan_guard_skip(tmp_path, caplog):
     assert t.callbacks[1].events == 1
 
 
-def test_without_guard_nan_would_spread():
+class InfLoss(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_loss(self, trainer, loss, batch):
+        return loss * float("inf") if trainer.global_step + 1 == self.step else loss
+
+
+def test_without_guard_the_first_nonfinite_loss_stops_the_fit(tmp_path):
+    ck = CheckpointCallback(tmp_path, every_n_steps=1)
+    t, data, snaps = _nan_setup(None, Callback(), inject=[], extra=[ck, InfLoss(5)])
+    with pytest.raises(FloatingPointError) as e:
+        t.fit(data, epochs=1)
+    msg = str(e.value)
+    assert "non-finite loss (inf) at step 5 (epoch 1): stopped before the optimizer applied it" in msg \
+        and "NanGuard" in msg and "on_nonfinite='ignore'" in msg
+    assert t.global_step == 4 and latest_checkpoint(tmp_path).name == "ckpt-e000000-s000000004"
+    for a, b in zip(snaps.after[4], t.model.parameters()):  # step 5 was not applied
+        assert torch.equal(a, b.detach())
+    assert not ck._lock.held  # the failed fit gave its checkpoint folder up
+    t, data, _ = _nan_setup(None, Callback(), inject=[5])  # a NaN gradient: the next loss is NaN
+    with pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\) at step 6"):
+        t.fit(data, epochs=1)
+
+
+def test_nonfinite_policy_ignore_trains_on_and_nan_guard_takes_over(tmp_path):
     t, data, snaps = _nan_setup(None, Callback(), inject=[5])
+    t.on_nonfinite = "ignore"
     t.fit(data, epochs=1)
-    assert not torch.isfinite(next(t.model.parameters())).all()
+    assert not torch.isfinite(next(t.model.parameters())).all()  # what "ignore" means
+    t, data, snaps = _nan_setup(None, NanGuard("skip"), inject=[5])
+    t.fit(data, epochs=1)  # the guard skips the step: no error, finite weights
+    assert all(torch.isfinite(p).all() for p in t.model.parameters())
+    with pytest.raises(ValueError, match="`on_nonfinite` must be one of 'raise', 'ignore'"):
+        Trainer(t.model, t.optimizer, on_nonfinite="skip")
 
 
 def test_nan_guard_rollback_restores_last_checkpoint_and_lowers_lr(tmp_path, caplog):
@@ -343,8 +374,149 @@ def test_recipe_names_checkpoint_and_nan_guard(tmp_path):
 
     raw = {"name": "x", "data": {"name": "digits", "val_fraction": 0.1}, "model": {"name": "mlp", "hidden": [8]},
            "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 64, "epochs": 1, "seeds": [0],
-           "callbacks": [{"name": "checkpoint", "directory": str(tmp_path), "every_n_steps": 5},
+           "callbacks": [{"name": "checkpoint", "directory": "ck", "every_n_steps": 5},
                          {"name": "nan_guard", "action": "rollback", "lr_factor": 0.5}]}
-    built = runner.build(recipes.load(raw).runs()[0], 0)
+    built = runner.build(recipes.load(raw).runs()[0], 0, out=tmp_path)
     kinds = [type(c).__name__ for c in built.trainer.callbacks]
     assert kinds[-2:] == ["CheckpointCallback", "NanGuard"] and built.trainer.callbacks[-1].action == "rollback"
+
+
+# ----------------------------------------------------------------------------- all or nothing
+
+def _state(trainer):
+    return ({k: v.clone() for k, v in trainer.model.state_dict().items()},
+            repr(trainer.optimizer.state_dict()), trainer.global_step, trainer.epoch,
+            [repr(c.state_dict()) for c in trainer.callbacks], trainer.generator.get_state().clone(),
+            torch.get_rng_state().clone())
+
+
+def _same(a, b):
+    assert a[0].keys() == b[0].keys() and all(torch.equal(a[0][k], b[0][k]) for k in a[0])
+    assert a[1:5] == b[1:5] and torch.equal(a[5], b[5]) and torch.equal(a[6], b[6])
+
+
+class BrokenOptimizer(torch.optim.SGD):
+    def load_state_dict(self, state):
+        self.param_groups[0]["lr"] = 123.0  # half-applied, then refuses
+        raise RuntimeError("size mismatch for exp_avg")
+
+
+def test_restore_is_all_or_nothing_whatever_the_optimizer_raises(tmp_path):
+    trainer, train, val = resume_job.build(tmp_path)
+    trainer.fit(train, val, epochs=1)
+    path = latest_checkpoint(tmp_path)
+    fresh, _, _ = resume_job.build(tmp_path)
+    fresh.optimizer.__class__ = type("Broken", (BrokenOptimizer, torch.optim.Adam), {})
+    before = _state(fresh)
+    with pytest.raises(ValueError, match="does not fit this trainer: size mismatch for exp_avg. "
+                                         "Nothing was changed"):
+        restore(fresh, path)
+    fresh.optimizer.__class__ = torch.optim.Adam
+    after = _state(fresh)
+    _same(before, after)
+    assert fresh.optimizer.param_groups[0]["lr"] != 123.0 and not fresh.resuming
+    restore(fresh, path)  # and it still restores once the optimizer accepts the state
+    assert fresh.global_step == trainer.global_step
+
+
+def test_restore_refuses_other_parameter_groups_before_changing_anything(tmp_path):
+    trainer, train, val = resume_job.build(tmp_path)
+    trainer.fit(train, val, epochs=1)
+    fresh, _, _ = resume_job.build(tmp_path)
+    params = list(fresh.model.parameters())
+    fresh.optimizer = torch.optim.Adam([{"params": params[:2]}, {"params": params[2:]}])
+    before = _state(fresh)
+    with pytest.raises(ValueError, match=r"groups of \[4\] parameters. Received: groups of \[2, 2\]"):
+        restore(fresh, latest_checkpoint(tmp_path))
+    _same(before, _state(fresh))
+
+
+def test_trainer_load_state_dict_checks_before_changing_anything():
+    m = torch.nn.Linear(2, 2)
+    t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1))
+    good = t.state_dict()
+    for bad, match in [({**good, "epoch": -1}, r"`state\['epoch'\]` must be an integer >= 0"),
+                       ({**good, "generator": torch.zeros(3)}, "`state\\['generator'\\]` must be a torch.Generator state"),
+                       ({k: v for k, v in good.items() if k != "history"}, "missing: history")]:
+        with pytest.raises(ValueError, match=match):
+            t.load_state_dict(bad)
+        assert t.epoch == 0 and not t.resuming
+
+
+# ----------------------------------------------------------------------------- folder ownership
+
+def test_a_checkpoint_folder_is_owned_by_one_fit_at_a_time(tmp_path):
+    from descend._filelock import FolderInUseError
+    x, y = torch.randn(16, 2), torch.zeros(16, dtype=torch.long)
+    m = torch.nn.Linear(2, 2)
+    first = CheckpointCallback(tmp_path, every_n_steps=1)
+    first.acquire()  # a fit in progress
+    (tmp_path / ".tmp-ckpt-e000000-s000000001-999").mkdir()  # its save under way
+    second = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), callbacks=[CheckpointCallback(tmp_path)])
+    with pytest.raises(FolderInUseError, match=f"checkpoint folder {tmp_path} is in use by another "
+                                               f"fit \\(pid {os.getpid()}\\)"):
+        second.fit((x, y), epochs=1)
+    assert (tmp_path / ".tmp-ckpt-e000000-s000000001-999").exists()  # not deleted under it
+    first.release()
+    second.fit((x, y), epochs=1)  # free again; now the leftovers of the dead save go
+    assert not (tmp_path / ".tmp-ckpt-e000000-s000000001-999").exists()
+    assert list_checkpoints(tmp_path)
+
+
+def test_the_lock_of_a_killed_process_is_free(tmp_path):
+    code = ("import sys, time; from descend.train.checkpoint import CheckpointCallback; "
+            "c = CheckpointCallback(sys.argv[1]); c.acquire(); print('held', flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE)
+    assert p.stdout.readline().strip() == b"held"
+    mine = CheckpointCallback(tmp_path)
+    from descend._filelock import FolderInUseError
+    with pytest.raises(FolderInUseError, match=f"pid {p.pid}"):
+        mine.acquire()
+    p.kill()
+    p.wait()
+    mine.acquire()  # the dead process left its lock file, not its lock
+    mine.release()
+
+
+def test_a_forked_child_does_not_keep_its_parents_lock(tmp_path):
+    # a DataLoader worker outlives its killed trainer for a few seconds: the folder must be
+    # free as soon as the trainer is dead
+    code = ("import os, sys, time; from descend.train.checkpoint import CheckpointCallback; "
+            "c = CheckpointCallback(sys.argv[1]); c.acquire(); pid = os.fork()\n"
+            "if pid == 0:\n    time.sleep(30); os._exit(0)\n"
+            "print(pid, flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE)
+    child = int(p.stdout.readline())
+    try:
+        p.kill()
+        p.wait()
+        os.kill(child, 0)  # the child still lives
+        mine = CheckpointCallback(tmp_path)
+        mine.acquire()
+        mine.release()
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_early_stopping_counters_survive_restore(tmp_path):
+    from descend.train import EarlyStopping
+    x = torch.randn(40, 3)
+    y = (x[:, 0] > 0).long()
+
+    def make(d):
+        torch.manual_seed(0)
+        m = torch.nn.Linear(3, 2)
+        es = EarlyStopping(patience=3)
+        return Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), batch_size=8,
+                       callbacks=[es, CheckpointCallback(d)]), es
+
+    t, es = make(tmp_path)
+    t.fit((x, y), (x, y), epochs=3)
+    saved = es.state_dict()
+    t2, es2 = make(tmp_path)
+    restore(t2, latest_checkpoint(tmp_path))
+    t2.fit((x, y), (x, y), epochs=0)  # on_fit_begin must not reset what was restored
+    assert es2.best == saved["best"] and es2.best_epoch == saved["best_epoch"] == 3
+    assert es2.wait == saved["wait"]
+    t2.fit((x, y), (x, y), epochs=0)  # a later fit (no restore in between) starts afresh
+    assert es2.best_epoch == -1

@@ -419,3 +419,44 @@ def test_metrics_on_several_batches_at_once_give_the_per_batch_sums(every, elems
     assert got["train_acc"] == ref["train_acc"]
     assert got["train_top_k_accuracy"] == ref["train_top_k_accuracy"]
     assert got["train_loss"] == ref["train_loss"]
+
+
+def test_a_dataloader_draws_from_the_trainers_generators_not_the_global_rng():
+    from descend.data.samplers import ShuffleSampler
+    x = torch.randn(40, 3)
+    y = (x[:, 0] > 0).long()
+    ds = torch.utils.data.TensorDataset(x, y)
+    m = torch.nn.Linear(3, 2)  # no dropout: nothing else draws from the global RNG
+
+    def orders(loader, epochs=2):
+        seen = []
+
+        class Record(Callback):
+            def on_batch_begin(self, trainer, batch):
+                seen.append(batch[1].tolist())
+
+        t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), callbacks=[Record()], seed=7)
+        before = torch.get_rng_state()
+        t.fit(loader, epochs=epochs)
+        assert torch.equal(torch.get_rng_state(), before)  # the global RNG was not drawn from
+        return seen, t
+
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True)
+    a, t = orders(loader)
+    assert loader.generator is t.worker_generator and loader.sampler.generator is t.sampler_generator
+    b, _ = orders(torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True))
+    assert a == b and a[:5] != a[5:]  # seeded by the trainer; a new order each epoch
+    own = torch.Generator().manual_seed(3)  # a user's generator is kept
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True, generator=own)
+    orders(loader)
+    assert loader.generator is own
+    # a sampler with set_epoch is told the epoch: a fresh trainer at epoch 1 draws epoch 1's order
+    s = ShuffleSampler(40, seed=0)
+    list(s)  # iterated once before the fit: without set_epoch the fit would start at epoch 1
+    c, _ = orders(torch.utils.data.DataLoader(ds, batch_size=8, sampler=s))
+
+    def epoch_order(e):
+        perm = torch.randperm(40, generator=torch.Generator().manual_seed(e))
+        return [y[perm[i:i + 8]].tolist() for i in range(0, 40, 8)]
+
+    assert s.epoch == 1 and c == epoch_order(0) + epoch_order(1)

@@ -68,7 +68,33 @@ class Augmentation:
         device = torch.device(device)
         if self._gen is None or self._gen.device.type != device.type:
             self._gen = torch.Generator(device=device).manual_seed(self.seed)
+            if self._pending_state is not None:  # restored before the first draw
+                self._gen.set_state(self._pending_state)
+                self._pending_state = None
         return self._gen
+
+    _pending_state: torch.Tensor | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's state (None before the first draw), for exact resume.
+
+        >>> a = GaussianNoise(seed=3); _ = a(torch.zeros(4))
+        >>> b = GaussianNoise(seed=3); b.load_state_dict(a.state_dict())
+        >>> torch.equal(a(torch.zeros(4))[0], b(torch.zeros(4))[0])
+        True
+        """
+        g = self._gen.get_state() if self._gen is not None else self._pending_state
+        return {"generator": None if g is None else g.clone(),
+                "device": None if self._gen is None else self._gen.device.type}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        g = state.get("generator")
+        if g is not None and not isinstance(g, torch.Tensor):
+            fail("generator", "a torch.Generator state (a uint8 tensor) or None", type(g).__name__, TypeError)
+        self._gen = None
+        self._pending_state = None if g is None else g.clone()
+        if g is not None and state.get("device") is not None:
+            self.generator(state["device"])  # created now: a bad state fails here, not later
 
     def uniform(self, n: int, lo: float, hi: float, x: torch.Tensor, cols: int | None = None):
         shape = (n,) if cols is None else (n, cols)
@@ -343,6 +369,15 @@ class FancyPCA(Augmentation):
         self.eigenvalues: torch.Tensor | None = None
         self.eigenvectors: torch.Tensor | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's state and the fitted eigenvalues / eigenvectors (fitted on the
+        first batch when :meth:`fit` was not called)."""
+        return {**super().state_dict(), "eigenvalues": self.eigenvalues, "eigenvectors": self.eigenvectors}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.eigenvalues, self.eigenvectors = state.get("eigenvalues"), state.get("eigenvectors")
+
     def fit(self, x: torch.Tensor) -> "FancyPCA":
         _images(x)
         pixels = x.transpose(0, 1).reshape(x.shape[1], -1).double()   # (C, N*H*W)
@@ -479,6 +514,19 @@ class Augment(Callback):
 
     def on_batch_begin(self, trainer, batch):
         return self.pipeline(batch[0], batch[1])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each op's state (its generator, a fitted FancyPCA): a resumed fit draws the same."""
+        return {"ops": [op.state_dict() if hasattr(op, "state_dict") else {}
+                        for op in self.pipeline.ops]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ops = state["ops"]
+        if len(ops) != len(self.pipeline.ops):
+            fail("ops", f"{len(ops)} augmentations, as in the checkpoint", len(self.pipeline.ops))
+        for op, st in zip(self.pipeline.ops, ops):
+            if hasattr(op, "load_state_dict"):
+                op.load_state_dict(st)
 
 
 __all__ = [

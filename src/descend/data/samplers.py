@@ -12,7 +12,11 @@ seeded ``torch.utils.data`` samplers for ``DataLoader(sampler=...)``.
 
 Every sampler draws from its own ``torch.Generator`` seeded with ``seed + epoch``, so
 epoch ``e`` gives the same order on every run and machine; the epoch advances at each
-``iter()`` or is set with ``set_epoch(e)`` (as ``DistributedSampler``).
+``iter()`` or is set with ``set_epoch(e)`` (as ``DistributedSampler``; the Trainer does
+it before each epoch). ``state_dict()`` / ``load_state_dict()`` carry the epoch and, for
+:class:`LossProportionalSampler`, the recorded losses; the ``SampledBatches`` and
+``loss_feedback`` callbacks put them in a checkpoint, so a resumed run draws the same
+examples.
 """
 
 from __future__ import annotations
@@ -52,6 +56,14 @@ class _Epochs:
         self.epoch = self._next
         self._next += 1
         return torch.Generator().manual_seed(self.seed + self.epoch)
+
+    def state_dict(self) -> dict:
+        """The epoch counters (the order of an epoch depends only on them and the seed)."""
+        return {"epoch": self.epoch, "next": self._next}
+
+    def load_state_dict(self, state: dict) -> None:
+        epoch, nxt = check_int("epoch", state["epoch"], ge=0), check_int("next", state["next"], ge=0)
+        self.epoch, self._next = epoch, nxt
 
 
 @SAMPLERS.register("shuffle")
@@ -163,6 +175,24 @@ class LossProportionalSampler(_Epochs, Sampler[int]):
         if new.numel() and (not torch.isfinite(new).all() or (new < 0).any()):
             fail("losses", "finite and >= 0", new)
         self.losses[idx] = self.beta * self.losses[idx] + (1 - self.beta) * new
+
+    def state_dict(self) -> dict:
+        """The epoch counters and the recorded losses ``l``.
+
+        >>> s = LossProportionalSampler(3); s.update([0], torch.tensor([5.0]))
+        >>> t = LossProportionalSampler(3); t.load_state_dict(s.state_dict())
+        >>> t.losses.tolist(), list(t) == list(s)
+        ([5.0, 1.0, 1.0], True)
+        """
+        return {**super().state_dict(), "losses": self.losses.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        losses = torch.as_tensor(state["losses"], dtype=torch.float64)
+        if losses.shape != self.losses.shape:
+            fail("losses", f"a tensor of shape {tuple(self.losses.shape)} (one loss per example)",
+                 tuple(losses.shape))
+        super().load_state_dict(state)
+        self.losses = losses.clone()
 
     @torch.no_grad()
     def update_from_model(self, model, x: torch.Tensor, y: torch.Tensor,
@@ -280,6 +310,15 @@ class LossFeedback(Callback):
             return d[0], d[1]
         fail("data", "a TensorDataset or an (x, y) pair of tensors", type(d).__name__, TypeError)
 
+    def state_dict(self) -> dict:
+        """The sampler's state (its recorded losses), so a resumed fit draws the same examples."""
+        sd = getattr(self.sampler, "state_dict", None)
+        return {"sampler": sd()} if callable(sd) else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "sampler" in state and self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"])
+
     def on_fit_begin(self, trainer) -> None:
         if self.sampler is None or self.data is None:
             fail("sampler", "a sampler and its training data (loss_feedback needs both; a recipe "
@@ -335,6 +374,16 @@ class SampledBatches(Callback):
         self._epoch = trainer.epoch
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(trainer.epoch)
+
+    def state_dict(self) -> dict:
+        """The epoch and the sampler's state (e.g. a loss-proportional sampler's losses)."""
+        sd = getattr(self.sampler, "state_dict", None)
+        return {"epoch": self._epoch, **({"sampler": sd()} if callable(sd) else {})}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "sampler" in state:
+            self.sampler.load_state_dict(state["sampler"])
+        self._epoch = int(state.get("epoch", 0))
 
     def _batch_size(self) -> int:
         bs = self.batch_size(self._epoch) if callable(self.batch_size) else self.batch_size
@@ -456,6 +505,15 @@ class GrowingBatchSampler(_Epochs, Sampler[list]):
         super().set_epoch(epoch)
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        sd = getattr(self.sampler, "state_dict", None)
+        return {**super().state_dict(), **({"sampler": sd()} if callable(sd) else {})}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "sampler" in state:
+            self.sampler.load_state_dict(state["sampler"])
+        super().load_state_dict(state)
 
     def batch_size(self, epoch: int | None = None) -> int:
         return self.schedule(self._next if epoch is None else epoch)

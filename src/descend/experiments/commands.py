@@ -98,22 +98,61 @@ def register(subparsers) -> None:
 
 
 # --------------------------------------------------------------------------- output folders
-def _target(root: Path, name: str, overwrite: bool) -> Path:
-    final = root / name
-    if overwrite or not final.exists():
-        return final
-    i = 2
-    while (root / f"{name}-{i}").exists():
-        i += 1
-    return root / f"{name}-{i}"
+def _lock_path(root: Path, name: str) -> Path:
+    return root / f".{name}.lock"
 
 
 class _Staging:
-    """A temporary folder renamed to ``final`` on success and removed on failure."""
+    """Claim ``root/<name>`` for this process, stage the run in a temporary folder next to
+    it, and rename that into place on success (remove it on failure).
 
-    def __init__(self, final: Path):
-        self.final = final
-        self.tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
+    The claim is a lock file ``root/.<name>.lock`` (holding the pid) locked for the whole
+    run, taken at construction, before any training: without ``overwrite`` a name that
+    exists or that another live process holds is skipped for ``<name>-2``, ``-3``, ...,
+    so concurrent runs with the same name all keep their results; with ``overwrite`` a
+    name that another live process is writing is refused (``RecipeError``), so nothing
+    another run is writing is removed. A dead process's lock is free (the operating
+    system dropped it); its leftover temporary folders are removed when the name is
+    claimed again. Use as ``with _Staging(root, name, overwrite) as tmp:``; call
+    :meth:`release` if the ``with`` is never entered.
+    """
+
+    def __init__(self, root: Path, name: str, overwrite: bool):
+        self.root, self.name, self.overwrite = Path(root), name, overwrite
+        self.final, self._lock = self._claim(name)
+        self.tmp = self.final.parent / f".{self.final.name}.partial-{os.getpid()}"
+
+    def _claim(self, name: str, start: int = 1):
+        from descend._filelock import FileLock
+        self.root.mkdir(parents=True, exist_ok=True)
+        i = start
+        while True:
+            cand = name if i == 1 else f"{name}-{i}"
+            final = self.root / cand
+            if not self.overwrite and final.exists():
+                i += 1
+                continue
+            lock = FileLock(_lock_path(self.root, cand))
+            if lock.acquire():
+                if not self.overwrite and final.exists():  # completed while we looked
+                    lock.release()
+                    i += 1
+                    continue
+                for p in self.root.iterdir():  # leftovers of a killed run of this name
+                    if p.name.startswith((f".{cand}.partial-", f".{cand}.old-")):
+                        shutil.rmtree(p, ignore_errors=True)
+                return final, lock
+            if self.overwrite:
+                who = lock.holder()
+                raise RecipeError(
+                    f"--out: {final} is being written by another process "
+                    f"({'pid ' + who if who else 'still running'}); not overwriting it: wait for "
+                    "that run to finish, or choose another --out")
+            i += 1
+
+    def release(self) -> None:
+        """Give the claim up (the ``with`` block does it itself)."""
+        self._lock.release()
 
     def __enter__(self) -> Path:
         self.final.parent.mkdir(parents=True, exist_ok=True)
@@ -123,21 +162,41 @@ class _Staging:
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
+        try:
+            if exc_type is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                return
+            self._commit()
+        finally:
+            self.release()
+
+    def _commit(self) -> None:
         old = None
-        if self.final.exists():  # --overwrite: move the old run aside, then drop it
-            old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
-            os.replace(self.final, old)
+        if self.final.exists():
+            if self.overwrite:  # --overwrite: move the old run aside, then drop it
+                old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
+                os.replace(self.final, old)
+            else:  # written meanwhile by something that does not take the lock: keep it
+                final, lock = self._claim(self.name, start=2)
+                self.release()
+                self.final, self._lock = final, lock
         mask = os.umask(0)
         os.umask(mask)
         for f in self.tmp.rglob("*"):  # atomic writes create 0600 files; a report is for reading
             if f.is_file():
                 os.chmod(f, 0o666 & ~mask)
-        os.replace(self.tmp, self.final)
+        os.rename(self.tmp, self.final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _path_name(source: str, field: str, value: str) -> str:
+    """``value`` checked to be one safe file name (``RecipeError`` naming the file and field)."""
+    from descend._validation import check_file_name
+    try:
+        return check_file_name("name", value)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"{source}: {field}: {e}") from None
 
 
 def _overrides(args) -> dict[str, Any]:
@@ -232,17 +291,24 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
     def on_result(run, res):
         line = (f"  {run.name:<16} seed {res['seed']:<3} val acc {_pct(res['final_val_acc'])}  "
                 f"test acc {_pct(res['final_test_acc'])}  {res['train_seconds']:.1f}s")
+        if res.get("diverged"):
+            line += "  " + res["diverged"].split(":")[0]  # "non-finite loss (nan) at step N (epoch E)"
         if bar is not None:
             bar.update(1)
             bar.write(line)
         else:
             say(line)
 
-    root = Path(out)
-    final = _target(root, r.name, overwrite)
+    for run in runs:  # the same names as `descend train`, which makes folders of them
+        _path_name(r.source, run.origin.path(["name"]), run.name)
+    staging = _Staging(Path(out), _path_name(r.source, "name", r.name), overwrite)
+    final = staging.final
     t0 = time.perf_counter()
     try:
-        variants = runner.run_all(runs, device=dev, on_result=on_result)
+        variants = runner.run_all(runs, device=dev, on_result=on_result, out=out)
+    except BaseException:
+        staging.release()
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -253,7 +319,7 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
                "target_accuracy": target, "recipe": _recipe_dict(r), "summary": summary,
                "variants": variants}
     recipe_text = yaml.safe_dump(_recipe_dict(r), sort_keys=False)
-    with _Staging(final) as tmp:
+    with staging as tmp:
         written = plots.write_plots(variants, str(tmp))
         mon_plots, mon_table = _write_monitors(tmp, variants)
         _write_json(tmp / "results.json", results)
@@ -263,6 +329,7 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
                           meta=_meta(dev, elapsed), recipe_text=recipe_text, target=target,
                           monitor_table=mon_table, monitor_plots=mon_plots)
         written += mon_plots
+    final = staging.final
     say("")
     say(report.text_table(summary, target))
     say("")
@@ -323,8 +390,9 @@ def train_main(args) -> int:
     from descend.experiments import runner
     from descend.train import Callback, CSVLogger, TensorBoardLogger
 
+    from descend._filelock import FolderInUseError
     from descend.train import distributed as ddp
-    from descend.train.checkpoint import CheckpointCallback
+    from descend.train.checkpoint import CheckpointCallback, latest_checkpoint
 
     if _threads(args):
         return 2
@@ -332,6 +400,7 @@ def train_main(args) -> int:
         if "--nproc" not in " ".join(sys.argv):
             return _fail("--nproc re-runs the command line; from Python, start torchrun yourself")
         return ddp.relaunch(args.nproc, sys.argv[1:])
+    ckpt: list = []
     try:
         r = recipes.load(args.recipe, overrides=_overrides(args))
         dev_name = args.device or r.device
@@ -356,26 +425,46 @@ def train_main(args) -> int:
             raise RecipeError(f"--variant: `variant` must be one of {', '.join(map(repr, names))}. "
                               f"Received: variant={args.variant!r}")
         seed = run.spec.seeds[0] if args.seed is None else args.seed
-        final = _target(Path(args.out), f"{r.name}-{run.name}", args.overwrite)
-        ckpt_dir = Path(args.out) / f"{r.name}-{run.name}-seed{seed}.checkpoints"
+        name = f"{_path_name(r.source, 'name', r.name)}-{_path_name(r.source, run.origin.path(['name']), run.name)}"
+        ckpt_dir = Path(args.out) / f"{name}-seed{seed}.checkpoints"
         ckpt = [CheckpointCallback(ckpt_dir, every_n_steps=args.checkpoint_every)] \
             if args.resume or args.checkpoint_every else []
+        main = ddp.is_main_process()
 
         def prepare(built):  # data parallel and resume, after the build, before the fit
-            return ddp.prepare_fit(built.trainer, built.data.train, checkpoint_dir=ckpt_dir,
+            last = latest_checkpoint(ckpt_dir) if args.resume else None
+            data = ddp.prepare_fit(built.trainer, built.data.train, checkpoint_dir=ckpt_dir,
                                    resume=args.resume, sync_batchnorm=args.sync_batchnorm, seed=seed)
+            if args.resume and main and not args.quiet:
+                t = built.trainer
+                print(f"resumed from {last} (epoch {t.epoch}, step {t.global_step}, "
+                      f"{t.batches_done} batches into epoch {t.epoch + 1})" if last is not None else
+                      f"no checkpoint in {ckpt_dir}: starting fresh", flush=True)
+            return data
 
-        if not ddp.is_main_process():  # other ranks train and write nothing
-            runner.train_one(run, seed, device=dev, callbacks=ckpt, prepare=prepare)
+        if not main:  # other ranks train and write nothing
+            runner.train_one(run, seed, device=dev, callbacks=ckpt, prepare=prepare, out=args.out)
             ddp.cleanup()
             return 0
+        if ckpt:  # owned by this run from now on: two runs never share one
+            try:
+                ckpt[0].acquire()
+            except FolderInUseError as e:
+                raise RecipeError(f"--out: {e}") from None
+        try:
+            staging = _Staging(Path(args.out), name, args.overwrite)
+        except BaseException:
+            for c in ckpt:
+                c.release()
+            raise
+        final = staging.final
 
         class Printer(Callback):
             def on_epoch_end(self, trainer, logs):
                 print("  " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in logs.items()), flush=True)
 
-        with _Staging(final) as tmp:
+        with staging as tmp:
             cbs = [CSVLogger(tmp), *ckpt]
             if args.tensorboard:
                 cbs.append(TensorBoardLogger(tmp / "tensorboard"))
@@ -384,7 +473,7 @@ def train_main(args) -> int:
                 cbs.append(Printer())
             t0 = time.perf_counter()
             res = runner.train_one(run, seed, device=dev, callbacks=cbs, prepare=prepare,
-                                   progress=(not args.quiet and sys.stderr.isatty()))
+                                   progress=(not args.quiet and sys.stderr.isatty()), out=args.out)
             ddp.cleanup()
             for c in cbs:
                 if hasattr(c, "close"):
@@ -402,6 +491,10 @@ def train_main(args) -> int:
             (tmp / "recipe.yaml").write_text(yaml.safe_dump(_recipe_dict(r), sort_keys=False))
     except RecipeError as e:
         return _fail(str(e))
+    finally:
+        for c in ckpt:
+            c.release()
+    final = staging.final
     if not args.quiet:
         print(f"test acc {_pct(res['final_test_acc'])}  final val acc {_pct(res['final_val_acc'])}")
     print(f"wrote {final}" if not args.quiet else str(final))

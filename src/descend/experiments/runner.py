@@ -125,8 +125,13 @@ def _sampler(run: Run, seed: int, train, batch_size):
 
 def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
           cache: dict[str, Any] | None = None, callbacks: list | None = None,
-          progress: bool = False) -> Built:
-    """Construct everything ``run`` needs for ``seed``; errors name the recipe field."""
+          progress: bool = False, out: Any = None) -> Built:
+    """Construct everything ``run`` needs for ``seed``; errors name the recipe field.
+
+    Folders that recipe callbacks write to (``checkpoint``'s ``directory``, ``csv_logger``'s
+    ``directory``, ``tensorboard``'s ``log_dir``) must be relative paths without ``..``;
+    they are taken inside ``out`` (the command's ``--out``; default: the working folder).
+    """
     from descend import optim, schedules
     from descend.train import Callback, Trainer
 
@@ -174,7 +179,7 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
 
     first_named = len(cbs)  # the monitors go here, before the recipe's callbacks (below)
     for i, c in enumerate(spec.callbacks):
-        cbs.append(_callback(run, ["callbacks", i], c))
+        cbs.append(_callback(run, ["callbacks", i], c, out))
     for i, r in enumerate(spec.regularizers):
         def make(r=r):
             from descend.regularize import REGULARIZERS
@@ -198,7 +203,7 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
             cbs.append(LossFeedback(train.sampler, data.train))
     # before every callback the recipe or the command names: they see the gradients before
     # any clipping in on_after_backward, and a checkpoint taken after the step has their rows
-    cbs[first_named:first_named] = monitors(run, cbs)
+    cbs[first_named:first_named] = monitors(run, cbs, out=out)
 
     trainer = _guard(run, [], {"batch_size": 1, "metrics": 1, "eval_batch_size": 1}, lambda: Trainer(
         model, opt, loss_fn=loss_fn, schedulers=schedulers, callbacks=cbs, metrics=tuple(spec.metrics),
@@ -207,13 +212,26 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
     return Built(model=model, optimizer=opt, trainer=trainer, data=data, train=train)
 
 
-def _callback(run: Run, path: list[Any], c: Component):
-    """``CALLBACKS.create`` of the recipe component ``c``; errors name ``path``."""
+#: Callback arguments that name a folder the callback writes to.
+PATH_ARGS = {"checkpoint": "directory", "csv_logger": "directory", "tensorboard": "log_dir"}
+
+
+def _callback(run: Run, path: list[Any], c: Component, out: Any = None):
+    """``CALLBACKS.create`` of the recipe component ``c``; errors name ``path``. A folder
+    it writes to (:data:`PATH_ARGS`) must be relative, without ``..``, and lies in ``out``."""
+    from pathlib import Path
+
+    from descend._validation import check_relative_path
     from descend.train import CALLBACKS
-    return _guard(run, path, c.as_dict(), lambda: CALLBACKS.create(c.name, **c.kwargs))
+    kwargs = dict(c.kwargs)
+    key = PATH_ARGS.get(c.name)
+    if key is not None and key in kwargs:
+        _guard(run, path, {key: kwargs[key]}, lambda: check_relative_path(key, kwargs[key]))
+        kwargs[key] = str(Path(out if out is not None else ".") / kwargs[key])
+    return _guard(run, path, c.as_dict(), lambda: CALLBACKS.create(c.name, **kwargs))
 
 
-def monitors(run: Run, existing: list | None = None) -> list:
+def monitors(run: Run, existing: list | None = None, *, out: Any = None) -> list:
     """The monitors ``run.spec.monitors`` asks for, less those of a type already in ``existing``.
 
     ``true``: :func:`descend.train.monitors.light_monitors` every 20 steps; an integer: the
@@ -233,7 +251,7 @@ def monitors(run: Run, existing: list | None = None) -> list:
         made = light_monitors() if spec is True else _guard(
             run, ["monitors"], {}, lambda: light_monitors(spec))
     else:
-        made = [_callback(run, ["monitors", i], Component(**m))  # dicts: checked by the recipe
+        made = [_callback(run, ["monitors", i], Component(**m), out)  # dicts: checked by the recipe
                 for i, m in enumerate(spec)]
     have = {type(c) for c in existing or []}
     return [m for m in made if type(m) not in have]
@@ -261,21 +279,33 @@ def _clean(v: Any) -> Any:
 
 
 def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
-              progress: bool = False, prepare: Callable[[Built], Any] | None = None) -> dict[str, Any]:
+              progress: bool = False, prepare: Callable[[Built], Any] | None = None,
+              out: Any = None, diverged_ok: bool = False) -> dict[str, Any]:
     """Train ``run`` with ``seed``; return its curves and final numbers (JSON-ready).
 
     ``prepare(built)``, if given, runs after the build and before the fit: it may restore
     a checkpoint (the fit then runs the remaining epochs), wrap the model for data
     parallel, and return replacement training data (a sharded loader), or None.
+
+    With ``diverged_ok`` a fit stopped by a non-finite loss (``FloatingPointError``) is a
+    result, not an error: ``diverged`` holds the message, the curves end at the last
+    finished epoch and the test split is evaluated on the last finite weights (how
+    ``descend compare`` keeps the other runs of a comparison). Otherwise it is raised.
     """
-    built = build(run, seed, device=device, cache=cache, callbacks=callbacks, progress=progress)
+    built = build(run, seed, device=device, cache=cache, callbacks=callbacks, progress=progress, out=out)
     t, data = built.trainer, built.data
     train = built.train
     if prepare is not None:
         train = prepare(built) or train
     val = data.val if len(data.val) else None
     t0 = time.perf_counter()
-    hist = t.fit(train, val, epochs=run.spec.epochs - t.epoch)
+    diverged = None
+    try:
+        hist = t.fit(train, val, epochs=run.spec.epochs - t.epoch)
+    except FloatingPointError as e:
+        if not diverged_ok:
+            raise
+        diverged, hist = str(e), t.history
     wall = time.perf_counter() - t0
     test = t.evaluate(data.test) if len(data.test) else {}
     ep = hist.epochs
@@ -300,6 +330,8 @@ def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
         "epochs_run": t.epoch,
         "steps_run": t.global_step,
     }
+    if diverged is not None:
+        result["diverged"] = diverged
     result["monitors"] = _clean({k: {c: list(v) for c, v in table.items()}
                                  for k, table in (getattr(hist, "monitors", None) or {}).items()})
     result["model"] = built.model
@@ -343,7 +375,7 @@ def summarize(variant: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_all(runs: list[Run], *, device="cpu", on_result: Callable[[Run, dict], None] | None = None,
-            progress: bool = False) -> list[dict[str, Any]]:
+            progress: bool = False, out: Any = None) -> list[dict[str, Any]]:
     """Train every run for every seed; return ``[{"name", "config", "runs": [...]}]``.
 
     All runs are built once with their first seed before any training, so that a
@@ -351,16 +383,16 @@ def run_all(runs: list[Run], *, device="cpu", on_result: Callable[[Run, dict], N
     """
     cache: dict[str, Any] = {}
     for run in runs:
-        build(run, run.spec.seeds[0], device=device, cache=cache)
-    out = []
+        build(run, run.spec.seeds[0], device=device, cache=cache, out=out)
+    done = []
     for run in runs:
         results = []
         for seed in run.spec.seeds:
-            r = train_one(run, seed, device=device, cache=cache)
+            r = train_one(run, seed, device=device, cache=cache, out=out, diverged_ok=True)
             r.pop("model", None)
             results.append(_clean(r))
             if on_result is not None:
                 on_result(run, r)
-        out.append({"name": run.name, "config": run.spec.model_dump(), "runs": results,
-                    "summary": _clean(summarize(run.name, results))})
-    return out
+        done.append({"name": run.name, "config": run.spec.model_dump(), "runs": results,
+                     "summary": _clean(summarize(run.name, results))})
+    return done

@@ -113,8 +113,7 @@ def sweep(recipe, *, out: str | os.PathLike = "runs", search: str = "grid", num_
     from ray.tune.schedulers import ASHAScheduler
 
     from descend.experiments import plots, report, runner
-    from descend.experiments.commands import (_meta, _recipe_dict, _Staging, _target, _write_json,
-                                              _write_monitors)
+    from descend.experiments.commands import _meta, _recipe_dict, _Staging, _write_json, _write_monitors
     from descend.io import load_yaml
 
     check_choice("search", search, ["grid", "random"])
@@ -202,9 +201,9 @@ def sweep(recipe, *, out: str | os.PathLike = "runs", search: str = "grid", num_
                "sweep": {"search": search, "trials": [f"{runs[i].name}/seed{s}" for i, s in pairs],
                          "asha": asha, "metric": metric, "mode": mode, "stopped_early": sorted(stopped),
                          "address": address}}
-    final = _target(Path(out), f"{r.name}-sweep", overwrite)
+    staging = _Staging(Path(out), f"{r.name}-sweep", overwrite)
     recipe_text = json.dumps(_recipe_dict(r), indent=1)
-    with _Staging(final) as tmp:
+    with staging as tmp:
         written = plots.write_plots(variants, str(tmp))
         mon_plots, mon_table = _write_monitors(tmp, variants)
         _write_json(tmp / "results.json", results)
@@ -213,6 +212,7 @@ def sweep(recipe, *, out: str | os.PathLike = "runs", search: str = "grid", num_
                           meta=_meta(dev, elapsed), recipe_text=recipe_text, target=target,
                           monitor_table=mon_table, monitor_plots=mon_plots)
         written += mon_plots
+    final = staging.final
     say("")
     say(report.text_table(summary, target))
     say(f"stopped early: {', '.join(sorted(stopped)) or 'none'}")

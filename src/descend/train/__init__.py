@@ -1,5 +1,6 @@
 """Training: the Trainer, its callbacks and run state."""
 
+from descend._filelock import FolderInUseError
 from descend.callbacks import CALLBACKS, Callback, MonitorCallback
 from descend.train.checkpoint import CheckpointCallback, NanGuard, latest_checkpoint, restore
 from descend.train.early_stopping import EarlyStopping, continue_on_all, retrain_on_all
@@ -10,7 +11,7 @@ from descend.train.monitors import (ActivationMonitor, GradientNormMonitor, Hype
 from descend.train.trainer import History, Trainer
 
 __all__ = ["CALLBACKS", "Callback", "MonitorCallback"]
-__all__ += ["CheckpointCallback", "NanGuard", "latest_checkpoint", "restore"]
+__all__ += ["CheckpointCallback", "FolderInUseError", "NanGuard", "latest_checkpoint", "restore"]
 __all__ += ["EarlyStopping", "continue_on_all", "retrain_on_all"]
 __all__ += ["CSVLogger", "History", "METRICS", "TensorBoardLogger", "Trainer"]
 __all__ += ["ActivationMonitor", "GradientNormMonitor", "HyperparameterMonitor",

@@ -23,6 +23,7 @@ non-deterministic).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -40,14 +41,17 @@ import numpy as np
 import torch
 
 from descend._validation import check_choice, check_int, check_range, fail
-from descend.io import (CorruptFileError, load_state, load_weights, save_state, save_weights,
-                        write_text)
+from descend._filelock import FileLock, FolderInUseError
+from descend.io import (CorruptFileError, FileSafetyError, load_state, load_weights, save_state,
+                        save_weights, write_text)
 from descend.callbacks import CALLBACKS, Callback, MonitorCallback
 
 log = logging.getLogger("descend.train")
 
 FORMAT = 1
 _NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)$")
+#: The lock file of a checkpoint folder owned by a fit (see CheckpointCallback.acquire).
+LOCK_NAME = ".lock"
 
 
 # ----------------------------------------------------------------------------- RNG
@@ -62,10 +66,13 @@ def rng_state() -> dict[str, Any]:
     True
     """
     kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
     state = {"torch": torch.get_rng_state(),
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-             "python": random.getstate()}
+             # one tensor rather than 625 Python ints: a checkpoint saves and loads faster
+             "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                        "gauss": gauss}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -84,8 +91,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    py = state["python"]
+    if isinstance(py, dict):
+        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    else:  # checkpoints written before the python state became a tensor
+        version, internal, gauss = py
+        random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -175,6 +186,9 @@ def save_checkpoint(trainer, directory: str | os.PathLike, *, metric: float | No
             "callbacks": [{"class": type(c).__name__, "state": c.state_dict()} for c in trainer.callbacks],
             "rng": rng_state(),
         }
+        loss_state = _loss_state(trainer)
+        if loss_state:  # a loss with state (DisturbLabelLoss's generator, weights buffers)
+            state["loss_fn"] = loss_state
         save_state(tmp / "state.pt", state)
         manifest = {"format": FORMAT, "epoch": trainer.epoch, "step": trainer.global_step,
                     "metric": None if metric is None or math.isnan(metric) else float(metric),
@@ -185,6 +199,11 @@ def save_checkpoint(trainer, directory: str | os.PathLike, *, metric: float | No
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _loss_state(trainer) -> dict[str, Any]:
+    fn = getattr(trainer, "loss_fn", None)
+    return fn.state_dict() if isinstance(fn, torch.nn.Module) else {}
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
@@ -219,15 +238,20 @@ def restore(trainer, path: str | os.PathLike, *, rng: bool = True) -> dict[str, 
     """Load a checkpoint folder into ``trainer`` (model, optimizer, schedulers, callbacks,
     run state and, with ``rng``, the global RNGs). Returns its manifest.
 
-    Everything is read and checked (checksums, weights against the model's keys, shapes
-    and dtypes, callback classes) before anything in the trainer is changed. Call
+    All or nothing: everything is read and checked first (checksums, the weights against
+    the model's keys, shapes and dtypes, the optimizer's groups against the trainer's,
+    callback classes, the run state); then it is applied, and if applying any part fails
+    (an optimizer's ``load_state_dict`` refusing its state, say) everything already
+    applied is put back as it was before the error is raised. Call
     ``trainer.fit(..., epochs=total - trainer.epoch)`` afterwards.
 
     Raises:
         CorruptFileError: a file is truncated, damaged or missing (the message names it,
             and the previous checkpoint, if any, which is intact).
         UnsafeFileError: ``state.pt`` would run code.
-        StateMismatchError: the weights do not fit the model.
+        StateMismatchError: the weights do not fit the model (names the parameter and
+            both shapes).
+        ValueError: the optimizer, schedulers or callbacks do not match the checkpoint's.
 
     Example:
         >>> import tempfile
@@ -247,24 +271,119 @@ def restore(trainer, path: str | os.PathLike, *, rng: bool = True) -> dict[str, 
     model = _unwrap(trainer.model)
     weights = load_weights(path / "model.safetensors", model.state_dict(), device="cpu")
     state = load_state(path / "state.pt")
-    if state.get("format") != FORMAT:
-        raise CorruptFileError(f"{path / 'state.pt'} has format {state.get('format')!r}, expected {FORMAT}.")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CorruptFileError(f"{path / 'state.pt'} has format {got!r}, expected {FORMAT}.")
+    missing = [k for k in ("trainer", "optimizer", "schedulers", "callbacks", "rng") if k not in state]
+    if missing:
+        raise CorruptFileError(f"{path / 'state.pt'} lacks {', '.join(missing)}: not a descend checkpoint.")
     pairs = _match_callbacks(trainer.callbacks, state["callbacks"], path)
     if len(state["schedulers"]) != len(trainer.schedulers):
         raise ValueError(f"`schedulers` must match the checkpoint's ({len(state['schedulers'])}). "
                          f"Received: {len(trainer.schedulers)} schedulers")
-    model.load_state_dict(weights)
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    for s, st in zip(trainer.schedulers, state["schedulers"]):
-        s.load_state_dict(st)
-    for c, st in pairs:
-        c.load_state_dict(st)
-    trainer.load_state_dict(state["trainer"])
+    _check_optimizer_groups(trainer.optimizer, state["optimizer"], path)
+    loss_state = state.get("loss_fn")
+    if loss_state and not isinstance(getattr(trainer, "loss_fn", None), torch.nn.Module):
+        raise ValueError(f"`loss_fn` must be a module with the state {path} holds for it "
+                         f"({', '.join(loss_state)}). Received: loss_fn={trainer.loss_fn!r}")
+    snapshot = _snapshot(trainer, model, pairs)
+    try:
+        model.load_state_dict(weights)
+        if loss_state:
+            trainer.loss_fn.load_state_dict(loss_state)
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        for s, st in zip(trainer.schedulers, state["schedulers"]):
+            s.load_state_dict(st)
+        for c, st in pairs:
+            c.load_state_dict(st)
+        trainer.load_state_dict(state["trainer"])
+        if rng:
+            set_rng_state(state["rng"])
+    except BaseException as error:
+        try:
+            _rollback(trainer, model, pairs, snapshot)
+        except Exception as rollback_error:  # pragma: no cover - rollback of a rollback
+            raise RuntimeError(f"restoring {path} failed ({error!r}) and so did putting the trainer "
+                               f"back ({rollback_error!r}): rebuild it before training") from error
+        if isinstance(error, (KeyError, TypeError, RuntimeError)) and not isinstance(error, FileSafetyError):
+            raise ValueError(f"{path} does not fit this trainer: {error}. Nothing was changed.") from error
+        raise
     if trainer.global_step:  # it did step before the stop: spare torch's "scheduler before
         trainer.optimizer._opt_called = True  # optimizer.step()" warning on resume
-    if rng:
-        set_rng_state(state["rng"])
     return manifest
+
+
+def _check_optimizer_groups(optimizer, saved, path) -> None:
+    """The checkpoint's optimizer has as many groups, of the same sizes, as ``optimizer``."""
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or not isinstance(saved.get("state"), dict):
+        raise CorruptFileError(f"{path / 'state.pt'}: its optimizer state is not an optimizer "
+                               "state_dict (no 'state' and 'param_groups').")
+    have = [len(g["params"]) for g in optimizer.param_groups]
+    got = [len(g.get("params", [])) if isinstance(g, dict) else -1 for g in groups]
+    if have != got:
+        raise ValueError(f"`optimizer` must have the checkpoint's parameter groups: {path} has groups "
+                         f"of {got} parameters. Received: groups of {have} parameters")
+
+
+def _snapshot(trainer, model, pairs) -> dict[str, Any]:
+    """Everything :func:`restore` may change, copied, for :func:`_rollback`."""
+    return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": _optimizer_snapshot(trainer.optimizer),
+            "schedulers": [(copy.deepcopy(s.state_dict()), copy.copy(vars(s))) for s in trainer.schedulers],
+            "callbacks": [(copy.deepcopy(c.state_dict()), copy.copy(vars(c))) for c, _ in pairs],
+            "trainer": trainer._snapshot() if hasattr(trainer, "_snapshot") else None,
+            "loss_fn": copy.deepcopy(_loss_state(trainer)),
+            "rng": rng_state()}
+
+
+def _optimizer_snapshot(opt) -> tuple:
+    """The optimizer's attributes, its state and groups (the same objects, their contents
+    copied) and a copy of every tensor in them: enough to undo any ``load_state_dict``
+    without calling it again (it may be the part that fails)."""
+    state = [(p, s, dict(s)) for p, s in opt.state.items()]
+    groups = [(g, dict(g)) for g in opt.param_groups]
+    values = [v for _, s, _ in state for v in s.values()] + \
+        [v for g, _ in groups for k, v in g.items() if k != "params"]
+    tensors = [(t, t.detach().clone()) for t in values if isinstance(t, torch.Tensor)]
+    return dict(vars(opt)), list(opt.param_groups), state, groups, tensors
+
+
+def _optimizer_rollback(opt, snap) -> None:
+    attrs, group_list, state, groups, tensors = snap
+    vars(opt).clear()
+    vars(opt).update(attrs)
+    opt.param_groups[:] = group_list
+    for g, saved in groups:
+        g.clear()
+        g.update(saved)
+    opt.state.clear()
+    for p, s, saved in state:
+        s.clear()
+        s.update(saved)
+        opt.state[p] = s
+    with torch.no_grad():
+        for t, saved in tensors:
+            t.copy_(saved)
+
+
+def _rollback(trainer, model, pairs, snap) -> None:
+    with torch.no_grad():
+        model.load_state_dict(snap["model"])
+    if snap["loss_fn"]:
+        trainer.loss_fn.load_state_dict(snap["loss_fn"])
+    _optimizer_rollback(trainer.optimizer, snap["optimizer"])
+    objs = [*trainer.schedulers, *(c for c, _ in pairs)]
+    for obj, (st, attrs) in zip(objs, [*snap["schedulers"], *snap["callbacks"]]):
+        try:  # undoes in-place changes to their containers; may fail where the restore did
+            obj.load_state_dict(st)
+        except Exception:
+            pass
+        vars(obj).clear()
+        vars(obj).update(attrs)
+    if snap["trainer"] is not None:
+        trainer._rollback(snap["trainer"])
+    set_rng_state(snap["rng"])
 
 
 def _match_callbacks(callbacks, saved, path) -> list[tuple[Callback, dict]]:
@@ -351,6 +470,7 @@ class CheckpointCallback(MonitorCallback):
         self._signal: int | None = None
         self._old_handlers: dict[int, Any] = {}
         self.last_path: Path | None = None
+        self._lock = FileLock(self.directory / LOCK_NAME)
 
     # -- state carried by the checkpoint itself
     def state_dict(self) -> dict[str, Any]:
@@ -360,11 +480,38 @@ class CheckpointCallback(MonitorCallback):
         super().load_state_dict(state)
         self.best_path = state["best_path"]
 
+    # -- owning the folder
+    def acquire(self) -> None:
+        """Own ``directory`` (a lock file ``.lock`` holding the pid) until :meth:`release`;
+        the fit does it at its start. Leftovers of killed saves are removed then.
+
+        Raises:
+            FolderInUseError: another live process (or fit) owns it. A lock left by a
+                dead process is free: the operating system released it.
+        """
+        if self._lock.held:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self._lock.acquire():
+            who = self._lock.holder()
+            raise FolderInUseError(
+                f"checkpoint folder {self.directory} is in use by another fit "
+                f"({'pid ' + who if who else 'another process'}): wait for it to finish, or "
+                "use another folder")
+        for p in self.directory.iterdir():  # leftovers of a save or prune that was killed
+            if p.name.startswith((".tmp-", ".trash-")):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def release(self) -> None:
+        """Give ``directory`` up (see :meth:`acquire`)."""
+        self._lock.release()
+
     # -- saving
     def save(self, trainer, *, metric: float | None = None, best: bool = False) -> Path | None:
         """Write a checkpoint now (rank 0 only under torch.distributed) and prune old ones."""
         if not _is_rank0():
             return None
+        self.acquire()
         path = save_checkpoint(trainer, self.directory, metric=metric)
         self.last_path = path
         if best:
@@ -386,10 +533,7 @@ class CheckpointCallback(MonitorCallback):
     # -- hooks
     def on_fit_begin(self, trainer) -> None:
         if _is_rank0():
-            self.directory.mkdir(parents=True, exist_ok=True)
-            for p in self.directory.iterdir():  # leftovers of a save or prune that was killed
-                if p.name.startswith((".tmp-", ".trash-")):
-                    shutil.rmtree(p, ignore_errors=True)
+            self.acquire()
         self._signal = None
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -436,14 +580,18 @@ class CheckpointCallback(MonitorCallback):
             self._pending, self._pending_metric, self._pending_best = True, metric, improved
 
     def on_fit_end(self, trainer) -> None:
-        self._flush_pending(trainer)
-        self._restore_handlers()
-        self._check_signal(trainer)
+        try:
+            self._flush_pending(trainer)
+            self._restore_handlers()
+            self._check_signal(trainer)
+        finally:
+            self.release()
 
     def on_fit_error(self, trainer, error) -> None:
         # Give SIGTERM/SIGINT back (a notebook's Ctrl-C must work again); no save: the
         # state of a failed step is not one to resume from, the earlier checkpoints are.
         self._restore_handlers()
+        self.release()
 
     def _restore_handlers(self) -> None:
         for sig, h in self._old_handlers.items():
@@ -490,6 +638,8 @@ class NanGuard(Callback):
         >>> g.events
         0
     """
+
+    handles_nonfinite = True  # the Trainer's default stop at a non-finite loss defers to it
 
     def __init__(self, action: str = "skip", *, lr_factor: float = 0.5, max_events: int = 10):
         self.action = check_choice("action", action, ["skip", "rollback"])

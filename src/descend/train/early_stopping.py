@@ -46,6 +46,10 @@ class EarlyStopping(MonitorCallback):
     After ``fit``: ``best_epoch``, ``best_step`` (global step at the best epoch),
     ``best`` (its value), ``stopped_epoch`` (or -1) and ``stop_reason``.
 
+    Each fit starts afresh, except the first fit after a checkpoint was restored
+    (``trainer.resuming``): then the counters, the best weights and the weight snapshots
+    of the checkpoint carry on, and a run that had stopped stays stopped.
+
     Example:
         >>> from descend.train import Trainer
         >>> x = torch.randn(64, 3); y = (x[:, 0] > 0).long(); m = torch.nn.Linear(3, 2)
@@ -79,6 +83,10 @@ class EarlyStopping(MonitorCallback):
         self._snapshots: deque = deque(maxlen=self.window + 1)
 
     def on_fit_begin(self, trainer) -> None:
+        if getattr(trainer, "resuming", False):  # restored from a checkpoint: carry on
+            if self.stopped_epoch >= 0:  # the run had stopped: stay stopped
+                trainer.stop_training = True
+            return
         self.reset()
         self._clear()
 
@@ -127,6 +135,7 @@ class EarlyStopping(MonitorCallback):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(best_step=self.best_step, stopped_epoch=self.stopped_epoch,
+                     stop_reason=self.stop_reason, last_weight_change=self.last_weight_change,
                      best_state=self.best_state, snapshots=list(self._snapshots))
         return state
 
@@ -134,6 +143,8 @@ class EarlyStopping(MonitorCallback):
         super().load_state_dict(state)
         self.best_step = state["best_step"]
         self.stopped_epoch = state["stopped_epoch"]
+        self.stop_reason = state.get("stop_reason", "")
+        self.last_weight_change = state.get("last_weight_change", math.nan)
         self.best_state = state["best_state"]
         self._snapshots = deque(state["snapshots"], maxlen=self.window + 1)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, SubsetRandomSampler, TensorDataset, WeightedRandomSampler
 
 from descend._validation import check_bool, check_choice, check_int, fail
 from descend.callbacks import Callback
@@ -135,6 +135,23 @@ def _weighted_mean(values: list[torch.Tensor], counts: list[int]) -> float:
     return float((v * w).sum()) / total
 
 
+def _derived_seed(seed: int) -> int:
+    """A second seed from ``seed`` (one LCG step, 63 bits), for a second generator."""
+    return (seed * 6364136223846793005 + 1442695040888963407) % (1 << 63)
+
+
+_TORCH_RANDOM_SAMPLERS = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
+
+
+def _samplers(loader: DataLoader) -> list[Any]:
+    """A DataLoader's sampler, batch sampler and the batch sampler's sampler (distinct)."""
+    found: list[Any] = []
+    for s in (loader.sampler, loader.batch_sampler, getattr(loader.batch_sampler, "sampler", None)):
+        if s is not None and all(s is not t for t in found):
+            found.append(s)
+    return found
+
+
 class Trainer:
     """Fit, evaluate and predict with any ``nn.Module`` and ``torch.optim.Optimizer``.
 
@@ -170,6 +187,20 @@ class Trainer:
         drop_last: drop the last incomplete batch (default False).
         progress: show a tqdm bar; None (default) shows it only on a terminal.
         grad_norm: log the global gradient norm per step (default True).
+        on_nonfinite: ``"raise"`` (default): stop with ``FloatingPointError`` at the first
+            step whose loss is NaN or infinite, before the optimizer applies it (the
+            model keeps its last finite weights; earlier checkpoints are intact);
+            ``"ignore"``: train on. A :class:`~descend.train.NanGuard` among the
+            callbacks takes over (it skips or rolls back such steps) and the default
+            check is off. The check reads the loss back to the host once per step.
+
+    A ``DataLoader`` given as ``train_data`` draws its order and its workers' seeds from
+    generators that the trainer owns and checkpoints (set on the loader and on a torch
+    ``RandomSampler`` / ``SubsetRandomSampler`` / ``WeightedRandomSampler`` whose
+    ``generator`` is None), never from the global RNG; a generator the user gave is
+    kept and its state checkpointed too. A sampler with ``set_epoch`` (descend's
+    samplers, ``DistributedSampler``) is told the epoch before each epoch. So a run
+    resumed mid-epoch redraws the same order.
 
     Example:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -196,7 +227,8 @@ class Trainer:
                  callbacks: Sequence[Callback] = (), metrics: Sequence[str] = ("accuracy",),
                  batch_size: int | Callable[[int], int] = 64, eval_batch_size: int = 1024,
                  device: str | torch.device = "cpu", seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = False, progress: bool | None = None, grad_norm: bool = True):
+                 drop_last: bool = False, progress: bool | None = None, grad_norm: bool = True,
+                 on_nonfinite: str = "raise"):
         if not isinstance(model, torch.nn.Module):
             fail("model", "a torch.nn.Module", type(model).__name__, TypeError)
         if not hasattr(optimizer, "step") or not hasattr(optimizer, "param_groups"):
@@ -223,6 +255,7 @@ class Trainer:
             check_bool("progress", progress)
         self.progress = progress
         self.log_grad_norm = check_bool("grad_norm", grad_norm)
+        self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ["raise", "ignore"])
 
         self.model = model.to(self.device)
         self.optimizer = optimizer
@@ -244,6 +277,18 @@ class Trainer:
         self.batches_done = 0
         self._resume_skip = 0
         self._pending: dict[str, Any] = {}  # per-step records of the running epoch
+        self._epoch_acc: dict[str, Any] = {}  # the running epoch's sums (train_loss, metrics)
+        self._resume_acc: dict[str, Any] | None = None
+        # A DataLoader's order and worker seeds come from these (see the class docstring),
+        # so the global RNG is never drawn from behind a checkpoint's back.
+        self.sampler_generator = torch.Generator().manual_seed(self.seed)
+        self.worker_generator = torch.Generator().manual_seed(_derived_seed(self.seed))
+        self._loader_gens: list[torch.Generator] = []
+        self._loader_epoch_states: list[torch.Tensor] = []
+        self._resume_loader_states: list[torch.Tensor] | None = None
+        #: True between a :meth:`load_state_dict` and the next fit's ``on_fit_begin``:
+        #: callbacks keep their restored state instead of starting afresh.
+        self.resuming = False
         self._takes_closure = self._step_takes_closure(optimizer)
 
     # ------------------------------------------------------------------ helpers
@@ -325,6 +370,56 @@ class Trainer:
     def _scheduler_unit(self, s) -> str:
         return getattr(s, "unit", self.scheduler_unit)
 
+    def _setup_loader(self, data) -> None:
+        """Give a DataLoader the trainer's generators where it would use the global RNG;
+        collect the generators to checkpoint and the samplers to tell the epoch."""
+        self._epoch_samplers: list[Any] = []
+        gens: list[torch.Generator] = []
+        if isinstance(data, DataLoader):
+            if data.generator is None:  # its workers' base seed
+                data.generator = self.worker_generator
+            gens.append(data.generator)
+            for s in _samplers(data):
+                g = getattr(s, "generator", None)
+                if g is None and isinstance(s, _TORCH_RANDOM_SAMPLERS):
+                    s.generator = g = self.sampler_generator
+                if isinstance(g, torch.Generator) and all(g is not h for h in gens):
+                    gens.append(g)
+                if callable(getattr(s, "set_epoch", None)):
+                    self._epoch_samplers.append(s)
+        self._loader_gens = gens
+        if self._resume_loader_states is not None:
+            states, self._resume_loader_states = self._resume_loader_states, None
+            if states and gens and len(states) != len(gens):
+                fail("train_data", f"a DataLoader with {len(states)} generators, as in the checkpoint "
+                     "(the loader changed since it was saved)", f"{len(gens)} generators")
+            for g, st in zip(gens, states):
+                g.set_state(st)
+
+    def _restored_acc(self, metric_items) -> dict[str, Any]:
+        """The running epoch's sums saved by :meth:`state_dict`, back on the device."""
+        saved = self._resume_acc or {}
+        dev = self.device
+
+        def tensors(t):
+            return [] if t is None else list(t.to(dev).unbind())
+
+        sums = saved.get("metric_sums", {})
+        return {"data_losses": tensors(saved.get("data_losses")), "counts": list(saved.get("counts", [])),
+                "metric_sums": {name: tensors(sums.get(name)) for name, _ in metric_items},
+                "kept_out": [t.to(dev) for t in saved.get("kept_out", [])],
+                "kept_y": [t.to(dev) for t in saved.get("kept_y", [])],
+                "kept_elems": int(saved.get("kept_elems", 0))}
+
+    def _raise_nonfinite(self, loss: torch.Tensor) -> None:
+        value = float(loss.detach().float().reshape(-1)[0]) if loss.numel() else math.nan
+        raise FloatingPointError(
+            f"non-finite loss ({value}) at step {self.global_step + 1} (epoch {self.epoch + 1}): "
+            "stopped before the optimizer applied it, so the weights are those of step "
+            f"{self.global_step} and earlier checkpoints are intact. Add a NanGuard callback "
+            "(descend.train.NanGuard('skip') or NanGuard('rollback')) to skip or undo such steps, "
+            "or pass Trainer(on_nonfinite='ignore') to train on")
+
     # ------------------------------------------------------------------ fit
     def fit(self, train_data, val_data=None, *, epochs: int = 1) -> History:
         """Train for ``epochs`` more epochs and return the :class:`History`.
@@ -345,6 +440,9 @@ class Trainer:
         targets = train_t[1] if train_t is not None else None
         self._classify = targets is None or targets.dtype in _INT_DTYPES
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self._setup_loader(train_data)
+        self._check_nonfinite = self.on_nonfinite == "raise" and not any(
+            getattr(c, "handles_nonfinite", False) for c in self.callbacks)
         self.stop_training = False
         cbs = self.callbacks
         show = self.progress if self.progress is not None else sys.stderr.isatty()
@@ -352,9 +450,10 @@ class Trainer:
         if show:
             from tqdm.auto import tqdm
             bar = tqdm(total=epochs, unit="epoch", leave=False, dynamic_ncols=True)
-        for cb in cbs:
-            cb.on_fit_begin(self)
         try:
+            for cb in cbs:
+                cb.on_fit_begin(self)
+            self.resuming = False  # a failed start keeps the restored state for the next try
             for _ in range(epochs):
                 if self.stop_training:
                     break
@@ -387,11 +486,21 @@ class Trainer:
         model.train()
         for cb in cbs:
             cb.on_epoch_begin(self)
-        # per-step records stay on the device; summed/reduced at epoch end (or in chunks)
-        data_losses, counts = [], []
-        metric_sums: dict[str, list] = {name: [] for name, _ in metric_items}
-        kept_out, kept_y = [], []   # outputs and targets not yet given to the metrics
-        kept_elems = 0
+        # resumed mid-epoch: the generators are as this epoch began; skip the batches done
+        self.epoch_generator_state = self.generator.get_state()
+        self._loader_epoch_states = [g.get_state() for g in self._loader_gens]
+        skip, self._resume_skip = self._resume_skip, 0
+        self.batches_done = skip
+        for s in self._epoch_samplers:
+            s.set_epoch(self.epoch)
+        # per-step records stay on the device; summed/reduced at epoch end (or in chunks).
+        # A resumed epoch starts from the sums of the batches done before the checkpoint.
+        acc = self._epoch_acc = self._restored_acc(metric_items) if skip else {
+            "data_losses": [], "counts": [], "metric_sums": {name: [] for name, _ in metric_items},
+            "kept_out": [], "kept_y": [], "kept_elems": 0}
+        self._resume_acc = None
+        data_losses, counts, metric_sums = acc["data_losses"], acc["counts"], acc["metric_sums"]
+        kept_out, kept_y = acc["kept_out"], acc["kept_y"]  # outputs not yet given to the metrics
         losses, norm_parts, lrs, moms, times = [], [], [], [], []
         self._pending = {"losses": losses, "norm_parts": norm_parts, "norm_chunks": [],
                          "lrs": lrs, "moms": moms, "times": times,
@@ -400,10 +509,7 @@ class Trainer:
         log_norm = self.log_grad_norm
         t0 = time.perf_counter()
         rec: dict[str, Any] = {}
-        # resumed mid-epoch: the generator is as this epoch began; skip the batches done
-        self.epoch_generator_state = self.generator.get_state()
-        skip, self._resume_skip = self._resume_skip, 0
-        self.batches_done = skip
+        check_nonfinite = self._check_nonfinite
 
         def closure():
             x, y, batch = rec["batch"]
@@ -416,7 +522,8 @@ class Trainer:
                 if new_loss is not None:
                     objective = new_loss
             objective.backward()
-            if "loss" not in rec:
+            first = "loss" not in rec
+            if first:
                 rec["loss"] = objective.detach()
                 rec["data_loss"] = rec["loss"] if objective is loss else loss.detach()
                 rec["out"] = out.detach()
@@ -424,6 +531,8 @@ class Trainer:
                 rec["norm"] = self._grad_norms() if log_norm else None
             for cb in cbs:
                 cb.on_after_backward(self)
+            if first and check_nonfinite and not bool(torch.isfinite(rec["loss"]).all()):
+                self._raise_nonfinite(rec["loss"])  # before the optimizer applies the step
             return objective
 
         for self.batch_index, batch in enumerate(
@@ -454,10 +563,10 @@ class Trainer:
             if metric_items:
                 kept_out.append(rec["out"])
                 kept_y.append(y)
-                kept_elems += rec["out"].numel()
-                if len(kept_out) >= _METRIC_EVERY or kept_elems >= _METRIC_ELEMS:
+                acc["kept_elems"] += rec["out"].numel()
+                if len(kept_out) >= _METRIC_EVERY or acc["kept_elems"] >= _METRIC_ELEMS:
                     _add_metrics(metric_items, metric_sums, kept_out, kept_y)
-                    kept_elems = 0
+                    acc["kept_elems"] = 0
             self.last_loss = rec["loss"]
             losses.append(rec["loss"])
             parts = rec["norm"]
@@ -484,6 +593,7 @@ class Trainer:
         self._flush_steps(self.epoch + 1)
         self.epoch += 1
         self.batches_done = 0
+        self._epoch_acc = {}
 
         _add_metrics(metric_items, metric_sums, kept_out, kept_y)
         total = sum(counts)
@@ -539,31 +649,100 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """The trainer's run state, for exact resume (``descend.train.checkpoint``).
 
-        Counters, history, training time, and the shuffle generator *as it was when the
-        current epoch began* with ``batches_done`` (batches of that epoch already done):
-        a fit resumed from it redraws the same permutation and skips those batches.
+        Counters, history, training time, and the shuffle generator (and a DataLoader's
+        generators) *as they were when the current epoch began* with ``batches_done``
+        (batches of that epoch already done) and the epoch's running sums (``train_loss``
+        and the metrics of those batches): a fit resumed from it redraws the same order,
+        skips those batches and logs the epoch's means as if it had not stopped.
         Model, optimizer, schedulers, callbacks and global RNGs are saved by the caller.
         Taken mid-epoch, the steps done so far in the epoch are moved into the history first.
         """
-        if self.batches_done:
+        mid = bool(self.batches_done)
+        if mid:
             self._flush_steps(self.epoch + 1)
-        gen = self.epoch_generator_state if self.batches_done else self.generator.get_state()
-        return {"epoch": self.epoch, "global_step": self.global_step,
-                "batches_done": self.batches_done, "generator": gen.clone(),
-                "train_seconds": self.train_seconds,
-                "history": copy.deepcopy(self.history.to_dict())}
+        gen = self.epoch_generator_state if mid else self.generator.get_state()
+        loader = self._loader_epoch_states if mid else [g.get_state() for g in self._loader_gens]
+        state = {"epoch": self.epoch, "global_step": self.global_step,
+                 "batches_done": self.batches_done, "generator": gen.clone(),
+                 "loader_generators": [st.clone() for st in loader],
+                 "train_seconds": self.train_seconds,
+                 "history": copy.deepcopy(self.history.to_dict())}
+        if mid and self._epoch_acc:
+            state["epoch_partial"] = self._partial_state()
+        return state
+
+    def _partial_state(self) -> dict[str, Any]:
+        acc = self._epoch_acc
+
+        def stacked(ts):
+            return torch.stack(ts).cpu() if ts else None
+
+        return {"data_losses": stacked(acc["data_losses"]), "counts": list(acc["counts"]),
+                "metric_sums": {k: stacked(v) for k, v in acc["metric_sums"].items()},
+                "kept_out": [t.cpu() for t in acc["kept_out"]],
+                "kept_y": [t.cpu() for t in acc["kept_y"]], "kept_elems": int(acc["kept_elems"])}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the next ``fit`` continues where it was taken."""
+        """Restore :meth:`state_dict`; the next ``fit`` continues where it was taken.
+
+        Everything is checked before anything is changed: a bad state raises
+        ``ValueError`` naming the entry and leaves the trainer as it was.
+        """
+        if not isinstance(state, dict):
+            fail("state", "a dict from Trainer.state_dict()", type(state).__name__, TypeError)
+        missing = [k for k in ("epoch", "global_step", "batches_done", "generator", "train_seconds",
+                               "history") if k not in state]
+        if missing:
+            fail("state", f"a Trainer.state_dict() (missing: {', '.join(missing)})", sorted(state))
+        for k in ("epoch", "global_step", "batches_done"):
+            if isinstance(state[k], bool) or not isinstance(state[k], int) or state[k] < 0:
+                fail(f"state['{k}']", "an integer >= 0", state[k])
+        hist = state["history"]
+        if not isinstance(hist, dict) or not isinstance(hist.get("steps"), dict) \
+                or not isinstance(hist.get("epochs"), dict):
+            fail("state['history']", "a dict with 'steps' and 'epochs' tables", type(hist).__name__)
+        gens = [state["generator"], *state.get("loader_generators", [])]
+        for i, st in enumerate(gens):
+            probe = torch.Generator(device=self.generator.device) if i == 0 else torch.Generator()
+            try:
+                probe.set_state(st)
+            except (RuntimeError, TypeError) as e:
+                fail("state['generator']" if i == 0 else f"state['loader_generators'][{i - 1}]",
+                     "a torch.Generator state", f"{type(st).__name__} ({e})")
+        partial = state.get("epoch_partial")
+        if partial is not None and not isinstance(partial, dict):
+            fail("state['epoch_partial']", "a dict", type(partial).__name__)
+        hist = copy.deepcopy(hist)
+        # checked: apply
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.batches_done = self._resume_skip = int(state["batches_done"])
         self.generator.set_state(state["generator"])
         self.epoch_generator_state = state["generator"].clone()
+        self._resume_loader_states = [st.clone() for st in state.get("loader_generators", [])]
+        self._resume_acc = partial if self.batches_done else None
         self.train_seconds = float(state["train_seconds"])
-        hist = copy.deepcopy(state["history"])
         self.history = History(steps=hist["steps"], epochs=hist["epochs"],
                                monitors=hist.get("monitors", {}))
+        self.resuming = True
+
+    _RUN_STATE = ("epoch", "global_step", "batches_done", "_resume_skip", "train_seconds", "history",
+                  "_resume_loader_states", "_resume_acc", "resuming", "_pending", "_epoch_acc")
+
+    def _snapshot(self) -> dict[str, Any]:
+        """A copy of the run state (not the model or optimizer), for :meth:`_rollback`."""
+        snap = {k: copy.deepcopy(getattr(self, k)) for k in self._RUN_STATE}
+        snap["_gens"] = [g.get_state() for g in (self.generator, self.sampler_generator,
+                                                  self.worker_generator)]
+        snap["epoch_generator_state"] = self.epoch_generator_state.clone()
+        return snap
+
+    def _rollback(self, snap: dict[str, Any]) -> None:
+        for k in self._RUN_STATE:
+            setattr(self, k, snap[k])
+        for g, st in zip((self.generator, self.sampler_generator, self.worker_generator), snap["_gens"]):
+            g.set_state(st)
+        self.epoch_generator_state = snap["epoch_generator_state"]
 
     # ------------------------------------------------------------------ eval
     def evaluate(self, data, *, batch_size: int | None = None) -> dict[str, float]:

@@ -160,7 +160,8 @@ def fit(model: nn.Module, opt, train, val=None, *, epochs: int, batch_size: int 
     from descend.train import Trainer
 
     t = Trainer(model, opt, loss_fn=loss_fn, batch_size=batch_size, seed=seed,
-                callbacks=list(callbacks), progress=False)
+                callbacks=list(callbacks), progress=False,
+                on_nonfinite="ignore")  # LR sweeps diverge on purpose: a NaN run just misses the target
     t.fit(train, val, epochs=epochs)
     return t
 
