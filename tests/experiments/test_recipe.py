@@ -44,13 +44,13 @@ def test_bundled_recipes_expand():
      "variants[0].epochs: `epochs` must be an integer. Received: epochs=2.5"),
     (rec(optimizer="sgd"),
      "optimizer: `optimizer` must be a mapping with a `name` key. Received: optimizer='sgd'"),
-    (rec(seeds=[0, "one"]), "seeds[1]: `1` must be an integer. Received: 1='one'"),
+    (rec(seeds=[0, "one"]), "seeds[1]: `seeds[1]` must be an integer. Received: seeds[1]='one'"),
     (rec(variants=[{"name": "a", "optimizer": {"lr": 0.1, "name": 3}}]),
      "variants[0].optimizer.name: `name` must be a string. Received: name=3"),
     # bad values
     (rec(epochs=0), "epochs: `epochs` must be greater than or equal to 1. Received: epochs=0"),
     (rec(target_accuracy=1.5), "target_accuracy: `target_accuracy` must be less than or equal to 1"),
-    (rec(batch_size=0), "batch_size: `batch_size` must be an integer >= 1 or a schedule mapping. "
+    (rec(batch_size=0), "batch_size: `batch_size` must be an integer in [1, 16777216] or a schedule mapping. "
                         "Received: batch_size=0"),
     (rec(schedule_unit="batch"), "schedule_unit: `schedule_unit` must be 'step' or 'epoch'"),
     (rec(name="no spaces"), "name: `name` must match pattern"),
