@@ -46,6 +46,7 @@ __all__ = [
     "check_state_dict",
     "load_state",
     "load_weights",
+    "check_layout",
     "check_tree",
     "load_json",
     "load_yaml",
@@ -271,7 +272,7 @@ def load_state(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         bad, complete = _pickle_verdict(path)
         torch_says = re.search(r"Unsupported (global|class)|unrecognized function|not an allowed", str(e))
         m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if m and m.group(1) not in bad:
+        if m and not bad:
             bad.append(m.group(1))
         if bad or complete or torch_says:
             what = ", ".join(bad) if bad else "pickle operations that a checkpoint never needs"
@@ -474,6 +475,8 @@ MAX_TREE_DEPTH = 64               # nesting of lists / mappings
 MAX_JSON_BYTES = 256 << 20        # results.json of a long comparison is a few MiB
 EXTRACT_MAX_BYTES = 1 << 30       # safe_extract: total bytes written (CIFAR-10 is 178 MiB)
 EXTRACT_MAX_MEMBERS = 100_000     # safe_extract: files, folders and links
+EXTRACT_MAX_RATIO = 100           # safe_extract: extracted / archive bytes, past 16 MiB
+_RATIO_FLOOR = 16 << 20
 
 
 def read_limited(path: str | os.PathLike, max_bytes: int, *, what: str = "file") -> bytes:
@@ -639,6 +642,61 @@ def load_yaml(source: str | os.PathLike, *, text: bool = False, max_bytes: int =
     return doc
 
 
+def check_layout(obj: Any, layout: Any, source: str, path: str = "") -> Any:
+    """Check that loaded data has the shape a file of descend has, before anything uses it.
+
+    ``layout`` is a type (``int``, ``str``, ``dict``...; ``float`` accepts ints), a tuple
+    of types, a ``{key: layout}`` mapping (those keys must be present; others may be), a
+    ``[layout]`` list (every item), or ``{str: layout}`` (every value of a mapping with
+    string keys). Returns ``obj``.
+
+    Raises:
+        CorruptFileError: ``<source> is not in the expected form: `<path>` must be ...``.
+
+    >>> check_layout({"format": 1, "callbacks": [{"class": "A"}]},
+    ...              {"format": int, "callbacks": [{"class": str}]}, "state.pt")
+    {'format': 1, 'callbacks': [{'class': 'A'}]}
+    >>> check_layout({"format": 1, "callbacks": "x"}, {"callbacks": list}, "state.pt")
+    Traceback (most recent call last):
+    descend.io.CorruptFileError: state.pt is not in the expected form: `callbacks` must be a list. Received: str
+    """
+    def bad(want: str):
+        what = f"`{path}`" if path else "it"
+        raise CorruptFileError(f"{source} is not in the expected form: {what} must be {want}. "
+                               f"Received: {type(obj).__name__}")
+    if isinstance(layout, dict):
+        if not isinstance(obj, dict):
+            bad("a mapping")
+        if set(layout) == {str}:
+            for k, v in obj.items():
+                if not isinstance(k, str):
+                    raise CorruptFileError(f"{source} is not in the expected form: its keys"
+                                           f"{' of `' + path + '`' if path else ''} must be strings. "
+                                           f"Received: {k!r}")
+                check_layout(v, layout[str], source, f"{path}[{k!r}]")
+            return obj
+        for k, sub in layout.items():
+            if k not in obj:
+                raise CorruptFileError(f"{source} is not in the expected form: `{path + '.' if path else ''}"
+                                       f"{k}` is missing.")
+            check_layout(obj[k], sub, source, f"{path}.{k}" if path else str(k))
+        return obj
+    if isinstance(layout, list):
+        if not isinstance(obj, (list, tuple)):
+            bad("a list")
+        for i, item in enumerate(obj):
+            check_layout(item, layout[0], source, f"{path}[{i}]")
+        return obj
+    types = layout if isinstance(layout, tuple) else (layout,)
+    if float in types:
+        types = types + (int,)
+    if not isinstance(obj, types) or (isinstance(obj, bool) and bool not in types):
+        names = {dict: "a mapping", list: "a list", str: "a string", int: "an integer",
+                 float: "a number", bool: "a bool"}
+        bad(" or ".join(names.get(t, t.__name__) for t in types if not (t is int and float in types)))
+    return obj
+
+
 def load_json(path: str | os.PathLike, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
     """Read a JSON file, refusing one larger than ``max_bytes``, not UTF-8, or nested too deeply.
 
@@ -690,7 +748,16 @@ class _Member:
         self.name, self.kind, self.size, self.link, self.mode, self.info = name, kind, size, link, mode, info
 
 
-def _tar_members(tf, refuse, max_bytes: int, max_members: int) -> list[_Member]:
+def _check_total(total: int, name: str, refuse, max_bytes: int, max_ratio: float, size: int) -> None:
+    if total > max_bytes:
+        refuse(name, f"takes the total size past the limit of {max_bytes} bytes (max_bytes); "
+                     f"nothing was extracted")
+    if total > _RATIO_FLOOR and total > max_ratio * size:
+        refuse(name, f"takes the total size to {total} bytes, more than {max_ratio:g} times the "
+                     f"archive's {size} bytes (max_ratio: a decompression bomb?); nothing was extracted")
+
+
+def _tar_members(tf, refuse, max_bytes: int, max_members: int, max_ratio: float, size: int) -> list[_Member]:
     out, total = [], 0
     while True:
         m = tf.next()
@@ -700,9 +767,7 @@ def _tar_members(tf, refuse, max_bytes: int, max_members: int) -> list[_Member]:
             refuse(m.name, f"is beyond the limit of {max_members} members (max_members)")
         if m.isreg():
             total += m.size
-            if total > max_bytes:
-                refuse(m.name, f"takes the total size past the limit of {max_bytes} bytes "
-                               f"(max_bytes); nothing was extracted")
+            _check_total(total, m.name, refuse, max_bytes, max_ratio, size)
             out.append(_Member(m.name, "file", m.size, mode=m.mode, info=m))
         elif m.isdir():
             out.append(_Member(m.name, "dir", mode=m.mode, info=m))
@@ -714,7 +779,7 @@ def _tar_members(tf, refuse, max_bytes: int, max_members: int) -> list[_Member]:
             refuse(m.name, "is a device, FIFO or other special file")
 
 
-def _zip_members(zf, refuse, max_bytes: int, max_members: int) -> list[_Member]:
+def _zip_members(zf, refuse, max_bytes: int, max_members: int, max_ratio: float, size: int) -> list[_Member]:
     infos = zf.infolist()
     if len(infos) > max_members:
         refuse(infos[max_members].filename, f"is beyond the limit of {max_members} members (max_members)")
@@ -729,16 +794,15 @@ def _zip_members(zf, refuse, max_bytes: int, max_members: int) -> list[_Member]:
             out.append(_Member(info.filename, "dir", info=info))
             continue
         total += info.file_size
-        if total > max_bytes:
-            refuse(info.filename, f"takes the total size past the limit of {max_bytes} bytes "
-                                  f"(max_bytes); nothing was extracted")
+        _check_total(total, info.filename, refuse, max_bytes, max_ratio, size)
         mode = (info.external_attr >> 16) & 0o777 or 0o644
         out.append(_Member(info.filename, "file", info.file_size, mode=mode, info=info))
     return out
 
 
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
-                 max_bytes: int = EXTRACT_MAX_BYTES, max_members: int = EXTRACT_MAX_MEMBERS) -> list[Path]:
+                 max_bytes: int = EXTRACT_MAX_BYTES, max_members: int = EXTRACT_MAX_MEMBERS,
+                 max_ratio: float = EXTRACT_MAX_RATIO) -> list[Path]:
     """Extract a ``.tar[.gz|.bz2|.xz]`` or ``.zip`` archive into ``dest``, safely.
 
     Every member's final path is resolved (links included) and must stay inside ``dest``;
@@ -746,8 +810,10 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
     result does not depend on the Python version's tar filters). Refused with
     :class:`UnsafeFileError` naming the member, before anything is written where the
     check can be made from the member list: absolute names, ``..`` components, device /
-    FIFO members, more than ``max_members`` members or more than ``max_bytes`` bytes in
-    total (as the headers say; the bytes actually written are counted too). Then:
+    FIFO members, more than ``max_members`` members, more than ``max_bytes`` bytes in
+    total, or (past 16 MiB) more than ``max_ratio`` times the archive's own size, a
+    decompression bomb (sizes as the headers say, checked as they are read, so a bomb is
+    refused without being decompressed; the bytes actually written are counted too). Then:
 
     * folders and regular files are written first (modes ``0o755`` / ``0o644``, plus
       the owner's execute bit when the archive sets it; no owners, no set-uid bits),
@@ -766,6 +832,8 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
         dest: the target folder (created if missing).
         max_bytes: the most bytes extracted in total (default :data:`EXTRACT_MAX_BYTES`, 1 GiB).
         max_members: the most members (default :data:`EXTRACT_MAX_MEMBERS`, 100,000).
+        max_ratio: the most extracted bytes per archive byte once past 16 MiB (default
+            :data:`EXTRACT_MAX_RATIO`, 100; real data sets compress 1-10 times).
 
     Returns:
         the extracted paths, in the archive's order.
@@ -778,10 +846,11 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
         >>> [p.name for p in safe_extract(z, d / "out")]
         ['y.txt']
     """
-    from descend._validation import check_int
+    from descend._validation import check_int, check_range
 
     check_int("max_bytes", max_bytes, ge=0)
     check_int("max_members", max_members, ge=0)
+    check_range("max_ratio", max_ratio, gt=0)
     archive, dest = Path(archive), Path(dest)
     _require_file(archive)
 
@@ -792,7 +861,8 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
     try:
         container = zipfile.ZipFile(archive) if is_zip else tarfile.open(archive)
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise CorruptFileError(f"{archive} is not a readable tar or zip archive: {e}") from None
+        raise CorruptFileError(f"{archive} is not a readable tar or zip archive: "
+                               f"{' '.join(str(e).split())}") from None
 
     dest.mkdir(parents=True, exist_ok=True)
     root = os.path.realpath(dest)
@@ -837,7 +907,8 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
     out: list[Path] = []
     try:
         with container:
-            members = (_zip_members if is_zip else _tar_members)(container, refuse, max_bytes, max_members)
+            members = (_zip_members if is_zip else _tar_members)(
+                container, refuse, max_bytes, max_members, max_ratio, archive.stat().st_size)
             parsed = []
             for m in members:
                 parts = _member_parts(m.name)
@@ -913,7 +984,8 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
                 else:
                     os.rmdir(p)
         if _damaged(e):
-            raise CorruptFileError(f"{archive} cannot be read: {type(e).__name__}: {e}") from None
+            raise CorruptFileError(f"{archive} cannot be read: {type(e).__name__}: "
+                                   f"{' '.join(str(e).split())}") from None
         raise
     return out
 
