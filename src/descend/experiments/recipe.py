@@ -51,6 +51,7 @@ import itertools
 import math
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -488,6 +489,8 @@ def load(recipe: str | os.PathLike | dict[str, Any], *, overrides: dict[str, Any
             raise RecipeError(f"{source}: variants[{i}].{bad[0]}: unknown key {bad[0]!r} "
                               f"(allowed: {', '.join(sorted(RUN_KEYS | {'name'}))}).{hint} "
                               f"Received: {bad[0]}={short_repr(v[bad[0]])}")
+    for where, section in [("", raw)] + [(f"variants[{i}].", v) for i, v in enumerate(raw.get("variants") or [])]:
+        check_components(f"{source}: {where}", section)
     for key, values in (raw.get("grid") or {}).items():
         if not isinstance(key, str) or key.split(".")[0] not in RUN_KEYS or \
                 any(not part for part in key.split(".")) or key.split(".")[0] == "name":
@@ -507,28 +510,59 @@ def load(recipe: str | os.PathLike | dict[str, Any], *, overrides: dict[str, Any
 
 
 _NAME_BAD = re.compile(r"[/\\\x00-\x1f\x7f]")
+# Unicode control, format (e.g. U+202E, right-to-left override), surrogate, private-use,
+# unassigned and line/paragraph separator characters: invisible or misleading in a file name.
+_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 
 def check_name(where: str, name: Any) -> str:
     """Check a variant name: a string of 1 to ``LIMITS["name"]`` characters, no path separator
-    (``/``, ``\\``) or control character, not starting with ``.`` nor with or ending in a space
-    (it becomes part of file and folder names). ``where`` prefixes the error.
+    (``/``, ``\\``), control or invisible formatting character (such as U+202E), not starting
+    with ``.`` nor with or ending in a space (it becomes part of file and folder names).
+    ``where`` prefixes the error.
 
     >>> check_name("r.yaml: variants[0].name", "adam-lr=0.1")
     'adam-lr=0.1'
     >>> check_name("r.yaml: variants[1].name", "../../victim")
     Traceback (most recent call last):
-    descend.experiments.recipe.RecipeError: r.yaml: variants[1].name: `name` must be a plain name (no '/', '\\' or control characters, not starting with '.'). Received: name='../../victim'
+    descend.experiments.recipe.RecipeError: r.yaml: variants[1].name: `name` must be a plain name (no '/', '\\', control or invisible characters, not starting with '.'). Received: name='../../victim'
     """
     if not isinstance(name, str):
         raise RecipeError(f"{where}: `name` must be a string. Received: name={short_repr(name)}")
     if not 1 <= len(name) <= LIMITS["name"]:
         raise RecipeError(f"{where}: `name` must have 1 to {LIMITS['name']} characters. "
                           f"Received: name={short_repr(name)} ({len(name)} characters)")
-    if _NAME_BAD.search(name) or name.startswith(".") or name != name.strip():
-        raise RecipeError(f"{where}: `name` must be a plain name (no '/', '\\' or control "
-                          f"characters, not starting with '.'). Received: name={short_repr(name)}")
+    if _NAME_BAD.search(name) or name.startswith(".") or name != name.strip() or \
+            any(unicodedata.category(c) in _INVISIBLE for c in name):
+        raise RecipeError(f"{where}: `name` must be a plain name (no '/', '\\', control or "
+                          f"invisible characters, not starting with '.'). Received: name={short_repr(name)}")
     return name
+
+
+COMPONENT_KEYS = ("data", "model", "init", "loss", "optimizer")   # {name: ..., **kwargs}
+COMPONENT_LISTS = ("callbacks", "regularizers")                   # lists of them
+
+
+def check_components(where: str, section: dict[str, Any]) -> None:
+    """Components written in the shared fields or in one variant: each a mapping whose
+    ``name``, where written, is a string (even one that every variant replaces).
+
+    >>> check_components("r.yaml: ", {"optimizer": {"name": "sgd"}, "callbacks": [{"name": "x"}]})
+    >>> check_components("r.yaml: ", {"optimizer": {"name": ["sgd"]}})
+    Traceback (most recent call last):
+    descend.experiments.recipe.RecipeError: r.yaml: optimizer.name: `name` must be a string. Received: name=['sgd']
+    """
+    items = [(k, section[k]) for k in COMPONENT_KEYS if k in section and not (k == "init" and section[k] is None)]
+    for k in COMPONENT_LISTS:
+        if isinstance(section.get(k), list):
+            items += [(f"{k}[{i}]", c) for i, c in enumerate(section[k])]
+    for key, comp in items:
+        if not isinstance(comp, dict):
+            raise RecipeError(f"{where}{key}: `{key.split('[')[0]}` must be a mapping with a `name` key "
+                              f"({{name: ..., ...}}). Received: {key}={short_repr(comp)}")
+        if "name" in comp and not isinstance(comp["name"], str):
+            raise RecipeError(f"{where}{key}.name: `name` must be a string. Received: "
+                              f"name={short_repr(comp['name'])}")
 
 
 def check_seed(where: str, seed: Any) -> int:
