@@ -65,7 +65,7 @@ def test_a_binary_recipe_is_one_line_naming_the_file(tmp_path, capsys):
 def test_check_validates_without_training_or_writing(tmp_path, capsys):
     r = write(tmp_path, TINY)
     assert main(["compare", str(r), "--check", "--out", str(tmp_path / "runs")]) == 0
-    assert capsys.readouterr().out.strip() == f"{r}: ok (1 variant, 1 runs)"
+    assert capsys.readouterr().out.strip() == f"{r}: ok (1 variant, 1 run)"
     assert not (tmp_path / "runs").exists()
 
 

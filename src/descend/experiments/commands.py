@@ -381,10 +381,13 @@ def compare_main(args) -> int:
 
 
 def _check_main(args) -> int:
+    if getattr(args, "seed", None) is not None:
+        recipes.check_seed("--seed", args.seed)
     runs = check(args.recipe, device=args.device, overrides=_overrides(args),
                  variant=getattr(args, "variant", None))
     n = sum(len(x.spec.seeds) for x in runs)
-    print(f"{runs[0].recipe.source}: ok ({len(runs)} variant{'s' * (len(runs) != 1)}, {n} runs)")
+    print(f"{runs[0].recipe.source}: ok ({len(runs)} variant{'s' * (len(runs) != 1)}, "
+          f"{n} run{'s' * (n != 1)})")
     return 0
 
 

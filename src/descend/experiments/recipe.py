@@ -74,7 +74,7 @@ LIMITS: dict[str, int] = {
     "monitors": 1 << 31,       # a monitor interval, in steps
     "name": 128,               # characters of a recipe or variant name
     "parameters": int(os.environ.get("DESCEND_MAX_PARAMETERS", 100_000_000)),  # of one model
-    "parameter_tensors": 100_000,                                              # of one model
+    "parameter_tensors": 10_000,                                               # of one model
 }
 
 
