@@ -197,3 +197,14 @@ def test_a_real_process_prints_no_traceback(tmp_path):
                        text=True, env=env, timeout=300)
     assert p.returncode == 2
     assert p.stderr == f"descend: error: {r}: variants: `variants` must be a list of variants. Received: variants=-1\n"
+
+
+def test_a_full_disk_outside_descend_io_names_the_run_folder(tmp_path, capsys, monkeypatch):
+    def full(*a, **k):  # matplotlib's own write fails: an OSError that names no file
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr("descend.experiments.plots.write_plots", full)
+    r = write(tmp_path, TINY)
+    assert main(["compare", str(r), "--out", str(tmp_path / "runs"), "--quiet"]) == 2
+    line = one_line(capsys)
+    assert line.startswith(f"descend: error: {tmp_path / 'runs' / 't'} (while writing it): No space left on device")
+    assert list((tmp_path / "runs").iterdir()) == []

@@ -10,6 +10,7 @@ folder is replaced only after the new one is complete.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -140,6 +141,17 @@ class _Staging:
         os.replace(self.tmp, self.final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _writing(final: Path):
+    """An ``OSError`` that names no file (a write on a full disk) names the run folder."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), f"{final} (while writing it)") from e
 
 
 def _overrides(args) -> dict[str, Any]:
@@ -317,7 +329,7 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
                "target_accuracy": target, "recipe": _recipe_dict(r), "summary": summary,
                "variants": variants}
     recipe_text = yaml.safe_dump(_recipe_dict(r), sort_keys=False)
-    with _Staging(final) as tmp:
+    with _writing(final), _Staging(final) as tmp:
         written = plots.write_plots(variants, str(tmp))
         mon_plots, mon_table = _write_monitors(tmp, variants)
         _write_json(tmp / "results.json", results)
@@ -449,7 +461,7 @@ def train_main(args) -> int:
                 print("  " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in logs.items()), flush=True)
 
-        with _Staging(final) as tmp:
+        with _writing(final), _Staging(final) as tmp:
             cbs = [CSVLogger(tmp), *ckpt]
             if args.tensorboard:
                 cbs.append(TensorBoardLogger(tmp / "tensorboard"))

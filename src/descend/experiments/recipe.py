@@ -455,11 +455,10 @@ def load(recipe: str | os.PathLike | dict[str, Any], *, overrides: dict[str, Any
         raise RecipeError(f"{source}: a recipe must be a mapping of fields. Received: "
                           f"{type(raw).__name__} {short_repr(raw)}")
     check_values(raw, source)
-    for k in ("variants", "grid"):
-        want = list if k == "variants" else dict
+    for k, want, what in (("variants", list, "a list of variants"),
+                          ("grid", dict, "a mapping of dotted paths to lists")):
         if k in raw and not isinstance(raw[k], want):
-            raise RecipeError(f"{source}: {k}: `{k}` must be a {'list of variants' if want is list else 'mapping of dotted paths to lists'}. "
-                              f"Received: {k}={short_repr(raw[k])}")
+            raise RecipeError(f"{source}: {k}: `{k}` must be {what}. Received: {k}={short_repr(raw[k])}")
     for k, v in (overrides or {}).items():
         check_values(v, source, k)
         raw[k] = v
@@ -493,7 +492,7 @@ def load(recipe: str | os.PathLike | dict[str, Any], *, overrides: dict[str, Any
         check_components(f"{source}: {where}", section)
     for key, values in (raw.get("grid") or {}).items():
         if not isinstance(key, str) or key.split(".")[0] not in RUN_KEYS or \
-                any(not part for part in key.split(".")) or key.split(".")[0] == "name":
+                any(not part for part in key.split(".")):
             raise RecipeError(f"{source}: grid.{key}: a grid key must be a dotted path into a "
                               f"variant field (e.g. optimizer.lr). Received: grid key {key!r}")
         if not isinstance(values, list) or not values:
