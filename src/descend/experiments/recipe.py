@@ -557,8 +557,8 @@ def check_components(where: str, section: dict[str, Any]) -> None:
             items += [(f"{k}[{i}]", c) for i, c in enumerate(section[k])]
     for key, comp in items:
         if not isinstance(comp, dict):
-            raise RecipeError(f"{where}{key}: `{key.split('[')[0]}` must be a mapping with a `name` key "
-                              f"({{name: ..., ...}}). Received: {key}={short_repr(comp)}")
+            raise RecipeError(f"{where}{key}: `{key.split('[')[0]}` must be a mapping with a `name` key. "
+                              f"Received: {key}={short_repr(comp)}")
         if "name" in comp and not isinstance(comp["name"], str):
             raise RecipeError(f"{where}{key}.name: `name` must be a string. Received: "
                               f"name={short_repr(comp['name'])}")
