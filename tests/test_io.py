@@ -306,7 +306,8 @@ def test_yaml_limits_name_the_file(tmp_path):
         b"caf\xe9: 1\n": "is not UTF-8 text (byte 0xe9 at offset 3)",
         b"a: 1\x00\n": "is a binary file (it contains NUL bytes",
         b"&a [*a]\n": "nested more than 64 levels deep",
-        ("x: " + "[" * 3000 + "]" * 3000).encode(): "nested too deeply",
+        ("x: " + "[" * 3000 + "]" * 3000).encode(): "nested more than 64 levels deep; it was refused",
+        ("- " * 3000 + "x").encode(): "nested too deeply",
         (b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
             f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n".encode() for p, c in zip("abcde", "bcdef"))): "billion laughs",
         b"? [1, 2]\n: 3\n": "a key that is not a string or number",

@@ -584,6 +584,20 @@ def _yaml_loader():
     return StrictLoader
 
 
+_QUOTED_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"\\]|\\.)*\"|(?:^|(?<=\s))#[^\n]*", re.M)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of YAML flow brackets (``[`` / ``{``), quoted strings and
+    comments left out: a cheap upper look at a document before it is parsed."""
+    depth = deepest = 0
+    for c in _NOT_BRACKET.sub("", _QUOTED_OR_COMMENT.sub("", text)):
+        depth = depth + 1 if c in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def load_yaml(source: str | os.PathLike, *, text: bool = False, max_bytes: int = MAX_YAML_BYTES,
               max_nodes: int = MAX_TREE_NODES) -> Any:
     """Parse YAML with a ``yaml.SafeLoader``; tags that build Python objects are refused.
@@ -619,6 +633,8 @@ def load_yaml(source: str | os.PathLike, *, text: bool = False, max_bytes: int =
         content = str(source)
     else:
         content = _decode(read_limited(source, max_bytes, what="YAML file"), name, "YAML file")
+    if _flow_depth(content) > MAX_TREE_DEPTH:  # refused before PyYAML's recursive parser runs
+        raise CorruptFileError(f"{name} is nested more than {MAX_TREE_DEPTH} levels deep; it was refused.")
     try:
         doc = yaml.load(content, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.constructor.ConstructorError as e:
