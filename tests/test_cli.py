@@ -189,6 +189,7 @@ def test_other_commands_errors_are_one_line(capsys, argv, shows):
     assert line.startswith("descend: error: ") and shows in line
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_no_traceback(tmp_path):
     r = write(tmp_path, {**TINY, "variants": -1})
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -44,6 +44,7 @@ REAL = ["exec-proto2", "system-proto4", "memo-stack-global", "inst-opcode", "obj
         "numpy-runstring", "getattr-chain", "torch-zip-exec"]
 
 
+@pytest.mark.slow
 def test_the_payloads_are_real(tmp_path):
     """Loaded without restrictions (in a child process), each pickle does run its code: the
     markers that stay absent above prove that descend ran nothing."""

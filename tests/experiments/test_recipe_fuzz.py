@@ -12,6 +12,7 @@ TINY = {"name": "t", "data": {"name": "digits"}, "model": {"name": "mlp", "hidde
         "variants": [{"name": "sgd"}, {"name": "adam", "optimizer": {"name": "adam", "lr": 0.01}}]}
 
 
+@pytest.mark.slow
 def test_bounded_fuzz_no_traceback_no_nonsense_accepted(monkeypatch):
     monkeypatch.delenv("DESCEND_TRACEBACK", raising=False)
     results = F.fuzz(60, seed=12, train=2)
