@@ -166,6 +166,10 @@ def _judge_run(run: dict[str, Any]) -> bool | None:
     if n is not None and n > MAX_PARAMETERS:
         return True
     undecided = False
+    known = {k for k in RANGES if len(k) == 2}
+    for c in COMPONENTS:  # an argument the table does not know: the component decides
+        if isinstance(run.get(c), dict) and any((c, k) not in known for k in run[c]):
+            undecided = True
     for path, v in _walk(run):
         if not path or not isinstance(path[-1], str):
             continue
