@@ -495,8 +495,9 @@ def read_limited(path: str | os.PathLike, max_bytes: int, *, what: str = "file")
     """
     path = Path(path)
     with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
+        too_large = os.fstat(f.fileno()).st_size > max_bytes  # a regular file: not read at all
+        data = b"" if too_large else f.read(max_bytes + 1)
+    if too_large or len(data) > max_bytes:
         raise CorruptFileError(f"{path} is larger than {max_bytes} bytes, the limit for a {what}; "
                                f"it was not read.")
     return data
