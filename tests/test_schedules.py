@@ -1,6 +1,7 @@
 """Schedules against their formulas (written out here) and torch.optim.lr_scheduler."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -418,3 +419,78 @@ def test_scheduler_load_state_dict_keeps_the_restored_lr():
     assert opt2.param_groups[0]["lr"] == 0.5
     with pytest.raises(ValueError, match="`state` must be a state of 1 param groups"):
         sch2.load_state_dict({**sch.state_dict(), "initial": [{}, {}]})
+
+
+# ------------------------------------------------------------------ value ranges (issue 12)
+
+def _opt(**kw):
+    return torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.5, **kw)
+
+
+@pytest.mark.parametrize("key, schedule, reaches", [
+    ("lr", -1, "-1"),
+    ("lr", {"name": "cosine", "e0": -0.1, "total": 10}, "-0.1"),
+    ("lr", {"name": "linear_to", "e0": 0.1, "e_tau": -0.1, "tau": 100}, "-0.1"),
+    ("lr", {"name": "warmup", "steps": 5, "start": -0.01, "then": 0.1}, "-0.01"),
+    ("lr", {"name": "join", "schedules": [0.1, -0.2], "boundaries": [5]}, "-0.2"),
+    ("lr", {"name": "cyclical", "base": -0.1, "peak": 0.1, "half_cycle": 3}, "-0.1"),
+    ("lr", {"name": "step_decay", "e0": -0.1, "gamma": 2, "step_size": 3}, "-inf"),
+    ("momentum", 1.5, "1.5"),
+    ("momentum", {"name": "linear_to", "e0": 0.5, "e_tau": 1.2, "tau": 10}, "1.2"),
+    ("weight_decay", -1e-4, "-0.0001"),
+])
+def test_scheduler_refuses_values_outside_the_range_before_the_first_step(key, schedule, reaches):
+    opt = _opt(weight_decay=0.0)
+    with pytest.raises(ValueError, match=rf"`{key}` must be >= 0.* at every step\. Received: {key}=.*"
+                                         rf"which reaches {re.escape(reaches)}$"):
+        S.Scheduler(opt, {key: S.create(schedule)})
+    assert opt.param_groups[0]["lr"] == 0.1  # nothing was applied
+
+
+def test_scheduler_checks_every_applied_value_too():
+    opt = _opt()
+    sch = S.Scheduler(opt, {"lr": lambda t: 0.1 - 0.05 * t})  # a plain callable: no bounds known
+    sch.step()
+    sch.step()
+    with pytest.raises(ValueError, match=r"`lr` must be >= 0. Received: lr=-0.05.* at t=3\)"):
+        sch.step()
+    with pytest.raises(ValueError, match="non-finite"):
+        S.Scheduler(_opt(), {"lr": lambda t: float("nan")})
+
+
+def test_relative_scale_checks_the_products():
+    opt = _opt()
+    with pytest.raises(ValueError, match="`momentum` must be >= 0 and <= 1 at every step"):
+        S.Scheduler(opt, {"momentum": S.constant(3.0)}, scale="relative")  # 0.5 * 3 = 1.5
+    S.Scheduler(opt, {"momentum": S.constant(1.5)}, scale="relative")    # 0.75: fine
+
+
+def test_keys_without_a_known_range_only_need_finite_values():
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    opt.param_groups[0]["custom"] = 1.0
+    S.Scheduler(opt, {"custom": -5.0})
+    assert opt.param_groups[0]["custom"] == -5.0
+
+
+@pytest.mark.parametrize("spec", [
+    {"name": "constant", "value": 0.3},
+    {"name": "inverse_time", "e0": 0.1, "k": 0.5},
+    {"name": "inverse_time", "e0": -0.1, "k": 0.5},
+    {"name": "exponential", "e0": 0.2, "k": 0.01},
+    {"name": "linear_to", "e0": 0.1, "e_tau": 0.3, "tau": 40},
+    {"name": "step_decay", "e0": 0.4, "gamma": 0.5, "milestones": [5, 20]},
+    {"name": "step_decay", "e0": 0.4, "gamma": 1.5, "step_size": 10},
+    {"name": "warmup", "steps": 10, "start": 0.05, "then": {"name": "cosine", "e0": 0.1, "total": 50, "e_min": 0.01}},
+    {"name": "cyclical", "base": 0.2, "peak": 0.05, "half_cycle": 7, "mode": "triangular2"},
+    {"name": "cosine", "e0": 0.1, "total": 30, "restarts": True},
+    {"name": "join", "schedules": [0.1, {"name": "linear_to", "e0": 0.1, "e_tau": 0.0, "tau": 9}], "boundaries": [4]},
+    {"name": "momentum_ramp", "start": 0.5, "end": 0.9, "steps": 12},
+    {"name": "plateau", "e0": 0.1, "factor": 0.5, "min_value": 0.01},
+])
+def test_bounds_contain_every_value(spec):
+    s = S.create(spec)
+    lo, hi = s.bounds()
+    values = [s(t) for t in range(400)]
+    if spec["name"] == "plateau":
+        values = [s.step(m) for m in [1.0] + [2.0] * 200]
+    assert lo - 1e-12 <= min(values) and max(values) <= hi + 1e-12

@@ -12,8 +12,28 @@ from numbers import Real
 from typing import Any, Iterable, Mapping
 
 
+def short_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to about ``limit`` characters, so that an error message stays one
+    short line whatever was passed (a list of a million numbers, a 1 MB string).
+
+    >>> short_repr(list(range(100)))
+    '[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, ...]'
+    >>> short_repr("x" * 1000, limit=12)
+    "'xx...xxx'"
+    """
+    import reprlib
+    r = reprlib.Repr()
+    r.maxlist = r.maxdict = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 20
+    r.maxstring = r.maxother = r.maxlong = limit
+    r.maxlevel = 3
+    if isinstance(value, str):
+        r.maxstring = max(limit - 2, 7)
+    text = r.repr(value)
+    return text if len(text) <= limit + 10 else text[:limit] + " ..."
+
+
 def _fmt(name: str, value: Any) -> str:
-    return f"Received: {name}={value!r}"
+    return f"Received: {name}={short_repr(value)}"
 
 
 def fail(name: str, condition: str, value: Any, exc: type[Exception] = ValueError):

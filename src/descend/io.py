@@ -46,7 +46,11 @@ __all__ = [
     "check_state_dict",
     "load_state",
     "load_weights",
+    "check_layout",
+    "check_tree",
+    "load_json",
     "load_yaml",
+    "read_limited",
     "safe_extract",
     "save_state",
     "save_weights",
@@ -158,6 +162,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
             if FSYNC:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if e.filename is None:  # a write error (a full disk) names no file: name the target
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -258,56 +268,122 @@ def load_state(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch refused the pickle: either it names globals (code) or the bytes are damaged.
-        found = _pickle_globals(path)
-        bad = [g for g in found if not g.startswith(_SAFE_GLOBAL_PREFIXES)]
+        # torch refused the pickle: it asks for code (unsafe), or its bytes are damaged.
+        bad, complete = _pickle_verdict(path)
+        torch_says = re.search(r"Unsupported (global|class)|unrecognized function|not an allowed", str(e))
         m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if m and not bad:
             bad.append(m.group(1))
-        if bad:
+        if bad or complete or torch_says:
+            what = ", ".join(bad) if bad else "pickle operations that a checkpoint never needs"
             raise UnsafeFileError(
-                f"{path} was refused: its pickle would import or call code "
-                f"({', '.join(bad)}), which a checkpoint must never do. Nothing in it was run; "
-                f"only tensors, numbers, strings and containers are loaded."
+                f"{path} was refused: its pickle would import or call code ({what}), which a "
+                f"checkpoint must never do. Nothing in it was run; only tensors, numbers, strings "
+                f"and containers are loaded. Do not retry with weights_only=False."
             ) from None
-        raise CorruptFileError(f"{path} is corrupted or truncated (its pickle cannot be read).") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
+        raise CorruptFileError(f"{path} is corrupted or truncated (its pickle cannot be read; "
+                               f"nothing in it was run).") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, AttributeError,
+            TypeError, OverflowError, MemoryError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CorruptFileError(f"{path} is corrupted or truncated: {first}") from None
 
 
-# Globals torch's weights-only unpickler itself allows (tensor rebuilds, storages, dtypes).
-_SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset",
+def _allowed_globals() -> set[str]:
+    """The globals torch's weights-only unpickler loads (tensor rebuilds, dtypes, containers)."""
+    try:
+        from torch import _weights_only_unpickler as wou
+        names = set(wou._get_allowed_globals()) | set(wou._get_user_allowed_globals())
+        if names:
+            return names
+    except Exception:  # pragma: no cover - a torch without these private helpers
+        pass
+    return set()
+
+
+# Globals of torch's allow-list, for a torch whose private list cannot be read.
+_SAFE_GLOBAL_PREFIXES = ("torch._utils._rebuild", "torch.FloatStorage", "torch.serialization._get_layout",
+                         "collections.OrderedDict", "builtins.set", "builtins.frozenset",
                          "builtins.bytearray", "builtins.complex", "builtins.slice", "builtins.range")
+# Opcodes that name code without a module.name pair (copyreg extensions, persistent ids in raw files).
+_CODE_OPS = {"EXT1", "EXT2", "EXT4", "PERSID", "OBJ"}
+_STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
+               "SHORT_BINUNICODE", "BINUNICODE8"}
 
 
-def _pickle_globals(path: Path) -> list[str]:
-    """Names of the globals a pickle (raw, or ``data.pkl`` inside a torch zip) would import.
-
-    Read statically with ``pickletools.genops``: no byte of the pickle is executed.
-    """
-    import pickletools
-
-    raw = path.read_bytes()
+def _pickle_bytes(path: Path) -> tuple[bytes, bool]:
+    """The pickle of a file (raw, or ``data.pkl`` inside a torch zip) and whether it is a zip."""
+    with open(path, "rb") as f:
+        raw = f.read()
     if zipfile.is_zipfile(io.BytesIO(raw)):
         try:
             with zipfile.ZipFile(io.BytesIO(raw)) as zf:
                 name = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
-                raw = zf.read(name) if name else b""
-        except (zipfile.BadZipFile, OSError, KeyError):
-            return []
-    names, strings = [], []
+                return (zf.read(name) if name else b""), True
+        except (zipfile.BadZipFile, OSError, KeyError, ValueError, RuntimeError, EOFError):
+            return b"", True
+    if raw.startswith(b"PK"):  # a damaged zip, not a pickle
+        return b"", True
+    return raw, False
+
+
+def _pickle_verdict(path: Path) -> tuple[list[str], bool]:
+    """``(what, complete)``: the globals and code-naming opcodes of a pickle that torch's
+    weights-only loader does not allow, and whether the stream is whole (it reads to STOP).
+
+    Read statically with ``pickletools.genops``: no byte of the pickle is executed. The
+    names that ``STACK_GLOBAL`` takes from the stack are followed through the memo
+    (``BINPUT`` / ``BINGET``) and ``DUP``; a name that cannot be followed is reported.
+    """
+    import pickletools
+
+    raw, _ = _pickle_bytes(path)
+    allowed = _allowed_globals()
+
+    def ok(name: str) -> bool:
+        return name in allowed if allowed else name.startswith(_SAFE_GLOBAL_PREFIXES)
+
+    bad: list[str] = []
+    pushed: list[Any] = []
+    memo: dict[Any, Any] = {}
+    complete = False
     try:
         for op, arg, _ in pickletools.genops(raw):
-            if op.name in ("GLOBAL", "INST"):
-                names.append(str(arg).replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                names.append(f"{strings[-2]}.{strings[-1]}")
-            if isinstance(arg, str):
-                strings.append(arg)
-    except Exception:  # damaged stream: report what was read before the damage
+            name = op.name
+            if name in ("GLOBAL", "INST"):
+                g = str(arg).replace(" ", ".")
+                if not ok(g):
+                    bad.append(g)
+                pushed.append(None)
+            elif name == "STACK_GLOBAL":
+                mod, attr = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
+                g = f"{mod}.{attr}" if isinstance(mod, str) and isinstance(attr, str) else \
+                    "a global whose name is computed"
+                if not ok(g):
+                    bad.append(g)
+                pushed.append(None)
+            elif name in _CODE_OPS:
+                bad.append(f"pickle opcode {name}")
+                pushed.append(None)
+            elif name in _STRING_OPS:
+                pushed.append(arg if isinstance(arg, str) else (arg.decode("latin-1") if isinstance(arg, bytes) else None))
+            elif name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1] if pushed else None
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = pushed[-1] if pushed else None
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed.append(memo.get(arg))
+            elif name == "DUP":
+                pushed.append(pushed[-1] if pushed else None)
+            elif op.stack_after:
+                pushed.append(None)
+            if name == "STOP":
+                complete = True
+                break
+    except Exception:  # a damaged stream: report what was read before the damage
         pass
-    return sorted(set(names))
+    seen: set[str] = set()
+    return [b for b in bad if not (b in seen or seen.add(b))], complete
 
 
 def load_weights(path: str | os.PathLike, model: torch.nn.Module | Mapping[str, torch.Tensor] | None = None,
@@ -392,59 +468,392 @@ def check_state_dict(expected: Mapping[str, torch.Tensor] | torch.nn.Module,
         raise StateMismatchError(f"{source} does not match the model: " + "; ".join(problems))
 
 
-def load_yaml(source: str | os.PathLike, *, text: bool = False) -> Any:
-    """Parse YAML with ``yaml.safe_load``; tags that build Python objects are refused.
+# Limits on what a loader reads: a hostile file must not exhaust memory or time.
+MAX_YAML_BYTES = 1 << 20          # a recipe is a few KiB
+MAX_TREE_NODES = 100_000          # values in a parsed document, aliases counted at each use
+MAX_TREE_DEPTH = 64               # nesting of lists / mappings
+MAX_JSON_BYTES = 256 << 20        # results.json of a long comparison is a few MiB
+EXTRACT_MAX_BYTES = 1 << 30       # safe_extract: total bytes written (CIFAR-10 is 178 MiB)
+EXTRACT_MAX_MEMBERS = 100_000     # safe_extract: files, folders and links
+EXTRACT_MAX_RATIO = 100           # safe_extract: extracted / archive bytes, past 16 MiB
+_RATIO_FLOOR = 16 << 20
+
+
+def read_limited(path: str | os.PathLike, max_bytes: int, *, what: str = "file") -> bytes:
+    """The bytes of ``path``, refusing a file larger than ``max_bytes`` without reading it all.
+
+    Raises:
+        CorruptFileError: the file is larger than ``max_bytes`` (the message names it).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "f.txt"; _ = p.write_text("hello")
+    >>> read_limited(p, 10)
+    b'hello'
+    >>> read_limited(p, 3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    descend.io.CorruptFileError: .../f.txt is larger than 3 bytes, the limit for a file...
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        too_large = os.fstat(f.fileno()).st_size > max_bytes  # a regular file: not read at all
+        data = b"" if too_large else f.read(max_bytes + 1)
+    if too_large or len(data) > max_bytes:
+        raise CorruptFileError(f"{path} is larger than {max_bytes} bytes, the limit for a {what}; "
+                               f"it was not read.")
+    return data
+
+
+def _decode(data: bytes, name: str, what: str) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(f"{name} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                               f"{e.start}); a {what} is a text file.") from None
+    if "\x00" in text:
+        raise CorruptFileError(f"{name} is a binary file (it contains NUL bytes at offset "
+                               f"{text.index(chr(0))}); a {what} is a text file.")
+    return text
+
+
+def check_tree(obj: Any, source: str = "<data>", *, max_nodes: int = MAX_TREE_NODES,
+               max_depth: int = MAX_TREE_DEPTH) -> int:
+    """Check that ``obj`` is a finite tree of plain data; return its number of values.
+
+    Lists and mappings are counted at each place they appear (so a YAML document whose
+    anchors and aliases expand to billions of values, a "billion laughs", or that refers
+    to itself is refused) without recursion.
+
+    Raises:
+        CorruptFileError: more than ``max_nodes`` values or nesting deeper than ``max_depth``.
+
+    >>> check_tree({"a": [1, 2, {"b": 3}]})          # 2 mappings, 1 list, 2 keys, 3 numbers
+    8
+    >>> x = [1]; x.append(x)                        # refers to itself
+    >>> check_tree(x, "r.yaml")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    descend.io.CorruptFileError: r.yaml is nested more than 64 levels deep...
+    """
+    stack = [(obj, 0)]
+    n = 0
+    while stack:
+        node, depth = stack.pop()
+        n += 1
+        if n > max_nodes:
+            raise CorruptFileError(
+                f"{source} holds more than {max_nodes} values once its YAML anchors and aliases "
+                f"are expanded (a 'billion laughs' document?); it was refused.")
+        if isinstance(node, (list, tuple, dict)):
+            if depth >= max_depth:
+                raise CorruptFileError(f"{source} is nested more than {max_depth} levels deep "
+                                       f"(or refers to itself); it was refused.")
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for k, v in items:
+                if isinstance(node, dict):
+                    stack.append((k, depth + 1))
+                stack.append((v, depth + 1))
+    return n
+
+
+def _yaml_loader():
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        """``yaml.SafeLoader`` that refuses a key written twice in one mapping."""
+
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, Any] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.get(key)
+                    except TypeError:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"found a key that is not a string or number ({type(key).__name__})",
+                            key_node.start_mark) from None
+                    if first is not None:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"found the key {key!r} twice (first at line {first.line + 1})",
+                            key_node.start_mark)
+                    seen[key] = key_node.start_mark
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
+_QUOTED_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"\\]|\\.)*\"|(?:^|(?<=\s))#[^\n]*", re.M)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of YAML flow brackets (``[`` / ``{``), quoted strings and
+    comments left out: a cheap upper look at a document before it is parsed."""
+    depth = deepest = 0
+    for c in _NOT_BRACKET.sub("", _QUOTED_OR_COMMENT.sub("", text)):
+        depth = depth + 1 if c in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def load_yaml(source: str | os.PathLike, *, text: bool = False, max_bytes: int = MAX_YAML_BYTES,
+              max_nodes: int = MAX_TREE_NODES) -> Any:
+    """Parse YAML with a ``yaml.SafeLoader``; tags that build Python objects are refused.
+
+    Also refused, with the file's name: a file larger than ``max_bytes`` (default 1 MiB),
+    one that is not UTF-8 text, a key written twice in one mapping, nesting deeper than
+    64 levels and a document of more than ``max_nodes`` values once anchors and aliases
+    are expanded (see :func:`check_tree`).
 
     Args:
         source: a file path, or the YAML itself with ``text=True``.
         text: treat ``source`` as YAML text (default False).
+        max_bytes: the largest file read (default :data:`MAX_YAML_BYTES`).
+        max_nodes: the most values in the document (default :data:`MAX_TREE_NODES`).
 
     Raises:
         UnsafeFileError: the document uses a ``!!python/...`` (or other unknown) tag.
-        CorruptFileError: the YAML does not parse.
+        CorruptFileError: the YAML does not parse, or breaks one of the limits above.
 
     Example:
         >>> load_yaml("lr: 0.1", text=True)
         {'lr': 0.1}
+        >>> load_yaml("lr: 0.1\\nlr: 0.2", text=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        descend.io.CorruptFileError: <text> is not valid YAML: found the key 'lr' twice (first at line 1), line 2, column 1
     """
     import yaml
 
     name = "<text>" if text else str(source)
-    content = source if text else Path(source).read_text(encoding="utf-8")
+    if text:
+        if len(source) > max_bytes:
+            raise CorruptFileError(f"{name} is longer than {max_bytes} characters; it was not read.")
+        content = str(source)
+    else:
+        content = _decode(read_limited(source, max_bytes, what="YAML file"), name, "YAML file")
+    if _flow_depth(content) > MAX_TREE_DEPTH:  # refused before PyYAML's recursive parser runs
+        raise CorruptFileError(f"{name} is nested more than {MAX_TREE_DEPTH} levels deep; it was refused.")
     try:
-        return yaml.safe_load(content)
+        doc = yaml.load(content, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.constructor.ConstructorError as e:
-        raise UnsafeFileError(
-            f"{name} was refused: it uses a YAML tag that would build a Python object "
-            f"({e.problem}{', ' + str(e.problem_mark).strip() if e.problem_mark else ''}); "
-            f"recipes are plain data (numbers, strings, lists, mappings)."
-        ) from None
+        pm = e.problem_mark
+        mark = f", line {pm.line + 1}, column {pm.column + 1}" if pm else ""
+        if "could not determine a constructor" in str(e.problem):
+            raise UnsafeFileError(
+                f"{name} was refused: it uses a YAML tag that would build a Python object "
+                f"({e.problem}{mark}); recipes are plain data (numbers, strings, lists, mappings)."
+            ) from None
+        raise CorruptFileError(f"{name} is not valid YAML: {e.problem}{mark}") from None
     except yaml.YAMLError as e:
-        raise CorruptFileError(f"{name} is not valid YAML: {e}") from None
+        pm = getattr(e, "problem_mark", None)
+        what = getattr(e, "problem", None) or str(e)
+        mark = f", line {pm.line + 1}, column {pm.column + 1}" if pm else ""
+        raise CorruptFileError(f"{name} is not valid YAML: {what}{mark}") from None
+    except RecursionError:
+        raise CorruptFileError(f"{name} is nested too deeply to be a YAML document of plain "
+                               f"data; it was refused.") from None
+    check_tree(doc, name, max_nodes=max_nodes)
+    return doc
+
+
+def check_layout(obj: Any, layout: Any, source: str, path: str = "") -> Any:
+    """Check that loaded data has the shape a file of descend has, before anything uses it.
+
+    ``layout`` is a type (``int``, ``str``, ``dict``...; ``float`` accepts ints), a tuple
+    of types, a ``{key: layout}`` mapping (those keys must be present; others may be), a
+    ``[layout]`` list (every item), or ``{str: layout}`` (every value of a mapping with
+    string keys). Returns ``obj``.
+
+    Raises:
+        CorruptFileError: ``<source> is not in the expected form: `<path>` must be ...``.
+
+    >>> check_layout({"format": 1, "callbacks": [{"class": "A"}]},
+    ...              {"format": int, "callbacks": [{"class": str}]}, "state.pt")
+    {'format': 1, 'callbacks': [{'class': 'A'}]}
+    >>> check_layout({"format": 1, "callbacks": "x"}, {"callbacks": list}, "state.pt")
+    Traceback (most recent call last):
+    descend.io.CorruptFileError: state.pt is not in the expected form: `callbacks` must be a list. Received: str
+    """
+    def bad(want: str):
+        what = f"`{path}`" if path else "it"
+        raise CorruptFileError(f"{source} is not in the expected form: {what} must be {want}. "
+                               f"Received: {type(obj).__name__}")
+    if isinstance(layout, dict):
+        if not isinstance(obj, dict):
+            bad("a mapping")
+        if set(layout) == {str}:
+            for k, v in obj.items():
+                if not isinstance(k, str):
+                    raise CorruptFileError(f"{source} is not in the expected form: its keys"
+                                           f"{' of `' + path + '`' if path else ''} must be strings. "
+                                           f"Received: {k!r}")
+                check_layout(v, layout[str], source, f"{path}[{k!r}]")
+            return obj
+        for k, sub in layout.items():
+            if k not in obj:
+                raise CorruptFileError(f"{source} is not in the expected form: `{path + '.' if path else ''}"
+                                       f"{k}` is missing.")
+            check_layout(obj[k], sub, source, f"{path}.{k}" if path else str(k))
+        return obj
+    if isinstance(layout, list):
+        if not isinstance(obj, (list, tuple)):
+            bad("a list")
+        for i, item in enumerate(obj):
+            check_layout(item, layout[0], source, f"{path}[{i}]")
+        return obj
+    types = layout if isinstance(layout, tuple) else (layout,)
+    if float in types:
+        types = types + (int,)
+    if not isinstance(obj, types) or (isinstance(obj, bool) and bool not in types):
+        names = {dict: "a mapping", list: "a list", str: "a string", int: "an integer",
+                 float: "a number", bool: "a bool"}
+        bad(" or ".join(names.get(t, t.__name__) for t in types if not (t is int and float in types)))
+    return obj
+
+
+def load_json(path: str | os.PathLike, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Read a JSON file, refusing one larger than ``max_bytes``, not UTF-8, or nested too deeply.
+
+    Raises:
+        CorruptFileError: naming the file and what is wrong.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.json"; _ = p.write_text('{"a": [1, 2]}')
+    >>> load_json(p)
+    {'a': [1, 2]}
+    >>> _ = p.write_text("[" * 100000)
+    >>> load_json(p)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    descend.io.CorruptFileError: .../r.json is nested too deeply...
+    """
+    import json
+
+    path = Path(path)
+    text = _decode(read_limited(path, max_bytes, what="JSON file"), str(path), "JSON file")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise CorruptFileError(f"{path} is nested too deeply to be read.") from None
+    except ValueError as e:
+        raise CorruptFileError(f"{path} is not valid JSON: {e}") from None
 
 
 # --------------------------------------------------------------------------- archives
 
 
-def _inside(root: Path, target: Path) -> bool:
-    try:
-        target.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
+def _member_parts(name: str) -> list[str] | None:
+    """The components of an archive member name, or None when it is absolute or climbs out."""
+    if not name or "\x00" in name or "\\" in name or name.startswith("/"):
+        return None
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or ":" in parts[0]:
+        return None
+    return parts
 
 
-def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+def _inside(root: str, target: str) -> bool:
+    return target == root or target.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class _Member:
+    __slots__ = ("name", "kind", "size", "link", "mode", "info")
+
+    def __init__(self, name, kind, size=0, link=None, mode=0o644, info=None):
+        self.name, self.kind, self.size, self.link, self.mode, self.info = name, kind, size, link, mode, info
+
+
+def _check_total(total: int, name: str, refuse, max_bytes: int, max_ratio: float, size: int) -> None:
+    if total > max_bytes:
+        refuse(name, f"takes the total size past the limit of {max_bytes} bytes (max_bytes); "
+                     f"nothing was extracted")
+    if total > _RATIO_FLOOR and total > max_ratio * size:
+        refuse(name, f"takes the total size to {total} bytes, more than {max_ratio:g} times the "
+                     f"archive's {size} bytes (max_ratio: a decompression bomb?); nothing was extracted")
+
+
+def _tar_members(tf, refuse, max_bytes: int, max_members: int, max_ratio: float, size: int) -> list[_Member]:
+    out, total = [], 0
+    while True:
+        m = tf.next()
+        if m is None:
+            return out
+        if len(out) >= max_members:
+            refuse(m.name, f"is beyond the limit of {max_members} members (max_members)")
+        if m.isreg():
+            total += m.size
+            _check_total(total, m.name, refuse, max_bytes, max_ratio, size)
+            out.append(_Member(m.name, "file", m.size, mode=m.mode, info=m))
+        elif m.isdir():
+            out.append(_Member(m.name, "dir", mode=m.mode, info=m))
+        elif m.issym():
+            out.append(_Member(m.name, "symlink", link=m.linkname, info=m))
+        elif m.islnk():
+            out.append(_Member(m.name, "hardlink", link=m.linkname, info=m))
+        else:
+            refuse(m.name, "is a device, FIFO or other special file")
+
+
+def _zip_members(zf, refuse, max_bytes: int, max_members: int, max_ratio: float, size: int) -> list[_Member]:
+    infos = zf.infolist()
+    if len(infos) > max_members:
+        refuse(infos[max_members].filename, f"is beyond the limit of {max_members} members (max_members)")
+    out, total = [], 0
+    for info in infos:
+        kind = (info.external_attr >> 16) & 0o170000
+        if kind == 0o120000:
+            refuse(info.filename, "is a symbolic link (links are not extracted from zip archives)")
+        if kind not in (0, 0o100000, 0o040000):
+            refuse(info.filename, "is a device, FIFO or other special file")
+        if info.is_dir():
+            out.append(_Member(info.filename, "dir", info=info))
+            continue
+        total += info.file_size
+        _check_total(total, info.filename, refuse, max_bytes, max_ratio, size)
+        mode = (info.external_attr >> 16) & 0o777 or 0o644
+        out.append(_Member(info.filename, "file", info.file_size, mode=mode, info=info))
+    return out
+
+
+def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
+                 max_bytes: int = EXTRACT_MAX_BYTES, max_members: int = EXTRACT_MAX_MEMBERS,
+                 max_ratio: float = EXTRACT_MAX_RATIO) -> list[Path]:
     """Extract a ``.tar[.gz|.bz2|.xz]`` or ``.zip`` archive into ``dest``, safely.
 
-    Every member is checked before anything is written: absolute names, ``..``
-    components that leave ``dest``, links (symbolic or hard) pointing outside
-    ``dest``, and device / FIFO members are refused with :class:`UnsafeFileError`
-    naming the member. Unlike ``tarfile.extractall`` without a filter (the default
-    before Python 3.14), nothing outside ``dest`` can be created or overwritten.
+    Every member's final path is resolved (links included) and must stay inside ``dest``;
+    descend writes the files itself (it never calls ``tarfile``'s ``extract``, so the
+    result does not depend on the Python version's tar filters). Refused with
+    :class:`UnsafeFileError` naming the member, before anything is written where the
+    check can be made from the member list: absolute names, ``..`` components, device /
+    FIFO members, more than ``max_members`` members, more than ``max_bytes`` bytes in
+    total, or (past 16 MiB) more than ``max_ratio`` times the archive's own size, a
+    decompression bomb (sizes as the headers say, checked as they are read, so a bomb is
+    refused without being decompressed; the bytes actually written are counted too). Then:
+
+    * folders and regular files are written first (modes ``0o755`` / ``0o644``, plus
+      the owner's execute bit when the archive sets it; no owners, no set-uid bits),
+      each under a parent whose real path is inside ``dest``;
+    * a hard link becomes a copy of a regular file extracted earlier from the archive;
+    * symbolic links are created last, each only once the path it points to exists and
+      resolves (through every link already made) inside ``dest``; a link to something
+      outside, a dangling or circular link, and a link at a path the archive also writes
+      below (``a -> .``, then ``a/b``) are refused. A created link never changes
+      afterwards, so nothing created later can redirect it outside.
+
+    On a refusal or an error after writing began, what was written is removed again.
+
+    Args:
+        archive: the archive file.
+        dest: the target folder (created if missing).
+        max_bytes: the most bytes extracted in total (default :data:`EXTRACT_MAX_BYTES`, 1 GiB).
+        max_members: the most members (default :data:`EXTRACT_MAX_MEMBERS`, 100,000).
+        max_ratio: the most extracted bytes per archive byte once past 16 MiB (default
+            :data:`EXTRACT_MAX_RATIO`, 100; real data sets compress 1-10 times).
 
     Returns:
-        the extracted paths.
+        the extracted paths, in the archive's order.
 
     Example:
         >>> import tempfile, pathlib, zipfile
@@ -454,51 +863,161 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pa
         >>> [p.name for p in safe_extract(z, d / "out")]
         ['y.txt']
     """
+    from descend._validation import check_int, check_range
+
+    check_int("max_bytes", max_bytes, ge=0)
+    check_int("max_members", max_members, ge=0)
+    check_range("max_ratio", max_ratio, gt=0)
     archive, dest = Path(archive), Path(dest)
     _require_file(archive)
-    dest.mkdir(parents=True, exist_ok=True)
-    out: list[Path] = []
 
     def refuse(member: str, why: str):
         raise UnsafeFileError(f"{archive} was refused: member {member!r} {why}.")
 
-    def check_name(name: str) -> Path:
-        if not name or os.path.isabs(name) or name.startswith(("/", "\\")) or ":" in Path(name).parts[0]:
-            refuse(name, "has an absolute path")
-        target = dest / name
-        if not _inside(dest, target):
-            refuse(name, "would be written outside the target folder")
+    is_zip = zipfile.is_zipfile(archive)
+    try:
+        container = zipfile.ZipFile(archive) if is_zip else tarfile.open(archive)
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise CorruptFileError(f"{archive} is not a readable tar or zip archive: "
+                               f"{' '.join(str(e).split())}") from None
+
+    dest.mkdir(parents=True, exist_ok=True)
+    root = os.path.realpath(dest)
+    created: list[str] = []
+    written = [0]
+
+    def place(parts: list[str], member: str) -> str:
+        """The target path of ``parts``, its parent folders created, checked to be inside."""
+        parent = root
+        for p in parts[:-1]:
+            parent = os.path.join(parent, p)
+            if not os.path.lexists(parent):
+                os.mkdir(parent, 0o755)
+                created.append(parent)
+            real = os.path.realpath(parent)
+            if not _inside(root, real) or not os.path.isdir(real):
+                refuse(member, "would be written outside the target folder (through a link)")
+        target = os.path.join(parent, parts[-1])
+        if not _inside(root, os.path.realpath(parent)):
+            refuse(member, "would be written outside the target folder")
         return target
 
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            infos = zf.infolist()
-            for info in infos:
-                check_name(info.filename)
-                if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                    refuse(info.filename, "is a symbolic link")
-            for info in infos:
-                out.append(Path(zf.extract(info, dest)))
-        return out
+    def write_file(target: str, source, mode: int, member: str) -> None:
+        if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+            os.unlink(target)
+        elif os.path.isdir(target):
+            refuse(member, "is a file where the archive (or the target folder) has a folder")
+        perm = 0o755 if mode & 0o100 else 0o644
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), perm)
+        created.append(target)
+        with os.fdopen(fd, "wb") as out:
+            while True:
+                block = source.read(1 << 20)
+                if not block:
+                    break
+                written[0] += len(block)
+                if written[0] > max_bytes:
+                    refuse(member, f"takes the extracted size past the limit of {max_bytes} bytes "
+                                   f"(max_bytes)")
+                out.write(block)
+
+    out: list[Path] = []
     try:
-        tf = tarfile.open(archive)
-    except tarfile.TarError as e:
-        raise CorruptFileError(f"{archive} is not a readable tar or zip archive: {e}") from None
-    with tf:
-        members = tf.getmembers()
-        for m in members:
-            target = check_name(m.name)
-            if m.issym() or m.islnk():
-                base = target.parent if m.issym() else dest
-                if os.path.isabs(m.linkname) or not _inside(dest, base / m.linkname):
-                    refuse(m.name, f"links outside the target folder ({m.linkname!r})")
-            elif not (m.isfile() or m.isdir()):
-                refuse(m.name, "is a device, FIFO or other special file")
-        for m in members:
-            kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tf.extract(m, dest, **kwargs)
-            out.append(dest / m.name)
+        with container:
+            members = (_zip_members if is_zip else _tar_members)(
+                container, refuse, max_bytes, max_members, max_ratio, archive.stat().st_size)
+            parsed = []
+            for m in members:
+                parts = _member_parts(m.name)
+                if parts is None:
+                    refuse(m.name, "has an absolute path or a '..' component (it would be written "
+                                   "outside the target folder)")
+                parsed.append(parts)
+            for m, parts in zip(members, parsed):  # links: what the names alone show
+                if m.kind == "hardlink" and _member_parts(m.link or "") is None:
+                    refuse(m.name, f"links outside the target folder ({m.link!r})")
+                if m.kind == "symlink":
+                    lexical = os.path.normpath(os.path.join(*parts[:-1], m.link or "")) if m.link else ""
+                    if not m.link or os.path.isabs(m.link) or "\x00" in m.link or \
+                            lexical == ".." or lexical.startswith(".." + os.sep):
+                        refuse(m.name, f"links outside the target folder ({m.link!r})")
+            links = {"/".join(p) for m, p in zip(members, parsed) if m.kind == "symlink"}
+            for m, parts in zip(members, parsed):
+                for i in range(1, len(parts)):
+                    if "/".join(parts[:i]) in links:
+                        refuse(m.name, f"is written through the link {'/'.join(parts[:i])!r}")
+            files: dict[str, str] = {}
+            for m, parts in zip(members, parsed):  # 1. folders and files
+                if m.kind == "dir":
+                    target = place(parts, m.name)
+                    if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+                        refuse(m.name, "is a folder where the target folder has a file or link")
+                    if not os.path.lexists(target):
+                        os.mkdir(target, 0o755)
+                        created.append(target)
+                elif m.kind == "file":
+                    target = place(parts, m.name)
+                    src = container.open(m.info) if is_zip else container.extractfile(m.info)
+                    with src:
+                        write_file(target, src, m.mode, m.name)
+                    files["/".join(parts)] = target
+            for m, parts in zip(members, parsed):  # 2. hard links: copies of extracted files
+                if m.kind != "hardlink":
+                    continue
+                src_parts = _member_parts(m.link or "")
+                src = files.get("/".join(src_parts)) if src_parts else None
+                if src is None:
+                    refuse(m.name, f"is a hard link to {m.link!r}, which is not a file of the archive")
+                target = place(parts, m.name)
+                with open(src, "rb") as fh:
+                    write_file(target, fh, os.stat(src).st_mode, m.name)
+                files["/".join(parts)] = target
+            pending = [(m, parts) for m, parts in zip(members, parsed) if m.kind == "symlink"]
+            while pending:  # 3. symbolic links, each once its target exists
+                left = []
+                for m, parts in pending:
+                    target = place(parts, m.name)
+                    if os.path.lexists(target):
+                        refuse(m.name, "is a link at a path that already exists")
+                    pointed = os.path.join(os.path.dirname(target), m.link)
+                    if not _inside(root, os.path.realpath(pointed)):
+                        refuse(m.name, f"links outside the target folder ({m.link!r})")
+                    if not os.path.exists(pointed):
+                        left.append((m, parts))
+                        continue
+                    os.symlink(m.link, target)
+                    created.append(target)
+                if len(left) == len(pending):
+                    m = left[0][0]
+                    refuse(m.name, f"is a link to {m.link!r}, which the archive does not hold "
+                                   f"(dangling or circular links are refused)")
+                pending = left
+            out = [dest.joinpath(*parts) for parts in parsed]
+    except BaseException as e:
+        for p in reversed(created):  # what was written goes again
+            with contextlib.suppress(OSError):
+                if os.path.islink(p) or not os.path.isdir(p):
+                    os.unlink(p)
+                else:
+                    os.rmdir(p)
+        if _damaged(e):
+            raise CorruptFileError(f"{archive} cannot be read: {type(e).__name__}: "
+                                   f"{' '.join(str(e).split())}") from None
+        raise
     return out
+
+
+def _damaged(e: BaseException) -> bool:
+    """Whether ``e`` is a decompressor's or an archive reader's complaint about the bytes
+    (a disk error, an interrupt or a refusal is not)."""
+    import lzma
+    import zlib
+    if isinstance(e, FileSafetyError):
+        return False
+    if isinstance(e, OSError):  # gzip.BadGzipFile, bz2's "Invalid data stream": no errno
+        return e.errno is None
+    return isinstance(e, (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError,
+                          NotImplementedError, RuntimeError, ValueError))
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -54,6 +54,34 @@ def _real(name: str, value: Any) -> float:
     return float(value.item()) if hasattr(value, "item") else float(value)
 
 
+def _toward_zero(e0: float) -> tuple[float, float]:
+    return (min(e0, 0.0), max(e0, 0.0))
+
+
+# The range of each hyperparameter a schedule may set (the optimizers' own checks); a key
+# not listed only has to be finite. Add a line here for a new hyperparameter.
+HYPER_RANGES: dict[str, dict[str, float]] = {
+    "lr": {"ge": 0.0},
+    "momentum": {"ge": 0.0, "le": 1.0},   # also betas[0] of Adam-like groups
+    "dampening": {"ge": 0.0, "le": 1.0},
+    "weight_decay": {"ge": 0.0},
+    "eps": {"ge": 0.0},
+    "alpha": {"ge": 0.0, "le": 1.0},
+    "rho": {"ge": 0.0, "le": 1.0},
+    "lr_decay": {"ge": 0.0},
+}
+
+
+def _range_text(key: str) -> str:
+    r = HYPER_RANGES.get(key, {})
+    return " and ".join(f"{'>=' if op == 'ge' else '<='} {v:g}" for op, v in r.items())
+
+
+def _in_range(key: str, v: float) -> bool:
+    r = HYPER_RANGES.get(key, {})
+    return math.isfinite(v) and v >= r.get("ge", -math.inf) and v <= r.get("le", math.inf)
+
+
 def _as_schedule(name: str, value: Any) -> "Schedule":
     """A schedule from a schedule object, a number (constant) or a spec dict."""
     if isinstance(value, Schedule):
@@ -106,6 +134,12 @@ class Schedule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
+    def bounds(self) -> tuple[float, float] | None:
+        """The least and greatest value the schedule takes over all ``t >= 0`` (limits
+        included), or None when unknown; :class:`Scheduler` checks them against the
+        hyperparameter's range before the first step."""
+        return None
+
 
 class Constant(Schedule):
     """A constant value: ``e_t = value``.
@@ -121,6 +155,9 @@ class Constant(Schedule):
 
     def value(self, t):
         return self.v
+
+    def bounds(self):
+        return (self.v, self.v)
 
 
 class InverseTime(Schedule):
@@ -147,6 +184,9 @@ class InverseTime(Schedule):
     def value(self, t):
         return self.e0 / (1.0 + self.k * t)
 
+    def bounds(self):
+        return _toward_zero(self.e0)
+
 
 class Exponential(Schedule):
     """Exponential decay: ``e_t = e0 exp(-k t)``.
@@ -171,6 +211,9 @@ class Exponential(Schedule):
 
     def value(self, t):
         return self.e0 * math.exp(-self.k * t)
+
+    def bounds(self):
+        return _toward_zero(self.e0)
 
 
 class LinearTo(Schedule):
@@ -202,6 +245,9 @@ class LinearTo(Schedule):
             return self.e_tau
         a = t / self.tau
         return (1.0 - a) * self.e0 + a * self.e_tau
+
+    def bounds(self):
+        return (min(self.e0, self.e_tau), max(self.e0, self.e_tau))
 
 
 class StepDecay(Schedule):
@@ -249,6 +295,11 @@ class StepDecay(Schedule):
             n = bisect.bisect_right(self.milestones, t)
         return self.e0 * self.gamma ** n
 
+    def bounds(self):
+        if self.gamma <= 1 or self.e0 == 0:
+            return _toward_zero(self.e0)
+        return (self.e0, math.inf) if self.e0 > 0 else (-math.inf, self.e0)
+
 
 class Warmup(Schedule):
     """Linear warmup from ``start`` to ``then(0)`` over ``steps`` steps, then ``then(t - steps)``.
@@ -280,6 +331,10 @@ class Warmup(Schedule):
             return self.then(t - self.steps)
         target = self.then(0)
         return self.start + (target - self.start) * t / self.steps
+
+    def bounds(self):
+        b = self.then.bounds()
+        return None if b is None else (min(self.start, b[0]), max(self.start, b[1]))
 
 
 class Cyclical(Schedule):
@@ -326,6 +381,9 @@ class Cyclical(Schedule):
             s = self.gamma ** t
         return self.base + (self.peak - self.base) * max(0.0, 1.0 - x) * s
 
+    def bounds(self):
+        return (min(self.base, self.peak), max(self.base, self.peak))
+
 
 class Cosine(Schedule):
     """Cosine annealing from ``e0`` to ``e_min`` over ``total`` steps (Loshchilov & Hutter 2017).
@@ -361,6 +419,9 @@ class Cosine(Schedule):
         elif t >= self.total:
             return self.e_min
         return self.e_min + (self.e0 - self.e_min) * (1.0 + math.cos(math.pi * t / self.total)) / 2.0
+
+    def bounds(self):
+        return (min(self.e0, self.e_min), max(self.e0, self.e_min))
 
 
 class Join(Schedule):
@@ -401,6 +462,12 @@ class Join(Schedule):
         i = bisect.bisect_right(self.boundaries, t)
         offset = self.boundaries[i - 1] if i > 0 else 0
         return self.schedules[i](t - offset)
+
+    def bounds(self):
+        bs = [s.bounds() for s in self.schedules]
+        if any(b is None for b in bs):
+            return None
+        return (min(b[0] for b in bs), max(b[1] for b in bs))
 
 
 def sequence(schedules: Sequence[Any], steps: Sequence[int]) -> Join:
@@ -527,6 +594,9 @@ class Plateau(Schedule, MonitorCallback):
 
     def value(self, t):
         return self.current
+
+    def bounds(self):
+        return (min(self.e0, self.min_value), max(self.e0, self.min_value))
 
     def on_epoch_end(self, trainer, logs) -> None:
         self.step(self.value_from(logs))
@@ -674,9 +744,26 @@ class Scheduler:
             self.schedules[key] = s if callable(s) and not isinstance(s, Mapping) \
                 else _as_schedule(f"schedules[{key!r}]", s)
         self.initial = [{k: self._get(g, k) for k in self.schedules} for g in groups]
+        self._check_bounds()
         self.t = 0
         self.last_values: dict[str, list[float]] = {}
         self._apply()
+
+    def _check_bounds(self) -> None:
+        """Refuse a schedule whose values leave the hyperparameter's range (``lr < 0``, a
+        momentum above 1, ...) at some step, before the first step is taken."""
+        for key, s in self.schedules.items():
+            b = s.bounds() if isinstance(s, Schedule) else None
+            if b is None or key not in HYPER_RANGES:
+                continue
+            for init in self.initial:
+                lo, hi = (b[0] * init[key], b[1] * init[key]) if self.scale == "relative" else b
+                lo, hi = min(lo, hi), max(lo, hi)
+                r = HYPER_RANGES[key]
+                bad = lo if lo < r.get("ge", -math.inf) else hi if hi > r.get("le", math.inf) else None
+                if bad is not None:
+                    raise ValueError(f"`{key}` must be {_range_text(key)} at every step. Received: "
+                                     f"{key}={s!r}, which reaches {bad:g}")
 
     @staticmethod
     def _slot(group: dict, key: str):
@@ -714,6 +801,9 @@ class Scheduler:
             vals = []
             for g, init in zip(self.optimizer.param_groups, self.initial):
                 gv = init[key] * v if self.scale == "relative" else v
+                if not _in_range(key, gv):
+                    raise ValueError(f"`{key}` must be {_range_text(key) or 'finite'}. Received: "
+                                     f"{key}={gv!r} (the schedule's value at t={self.t})")
                 self._set(g, key, gv)
                 vals.append(gv)
             self.last_values[key] = vals
@@ -897,6 +987,6 @@ __all__ = [
     "SCHEDULES", "Schedule", "Constant", "InverseTime", "Exponential", "LinearTo", "StepDecay",
     "Warmup", "Cyclical", "Cosine", "Join", "Plateau", "Scheduler", "constant", "inverse_time",
     "exponential", "linear_to", "step_decay", "warmup", "cyclical", "triangular", "cosine",
-    "join", "sequence", "momentum_ramp", "plateau", "create", "batch_size_at",
+    "join", "sequence", "momentum_ramp", "plateau", "create", "batch_size_at", "HYPER_RANGES",
 ]
 __all__ += ["LRScheduler"]

@@ -223,3 +223,78 @@ def test_cifar10_read_from_the_archive(tmp_path):
     _tar_cifar(root, src)
     with pytest.raises(DataFileError, match="has no member cifar-10-batches-bin/data_batch_4.bin"):
         data.load_cifar10(root, verify=False)
+
+
+# ------------------------------------------------------------------ size limits (issue 12)
+
+class _Counting:
+    """A gzip stream that counts the decompressed bytes handed out."""
+
+    def __init__(self, f, seen):
+        self.f, self.seen = f, seen
+
+    def read(self, n=-1):
+        b = self.f.read(n)
+        self.seen[0] += len(b)
+        return b
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.f.close()
+
+
+def test_a_gzip_bomb_is_stopped_after_the_announced_bytes(tmp_path, monkeypatch):
+    p = tmp_path / "x-idx3-ubyte.gz"
+    with gzip.open(p, "wb") as g:  # a valid 4x4 header and data, then 64 MiB of zeros
+        g.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 1, 4, 4) + bytes(16))
+        for _ in range(64):
+            g.write(bytes(1 << 20))
+    assert p.stat().st_size < 200_000
+    seen = [0]
+    real = gzip.open
+    monkeypatch.setattr(files.gzip, "open", lambda *a, **k: _Counting(real(*a, **k), seen))
+    with pytest.raises(DataFileError, match=r"trailing data: header says shape \(1, 4, 4\) of uint8"):
+        data.load_idx(p)
+    assert seen[0] <= 16 + 16 + 1  # the header, the data and one byte: the rest stays compressed
+
+
+def test_an_idx_header_announcing_too_much_is_refused_before_reading(tmp_path):
+    p = tmp_path / "x-idx3-ubyte"
+    p.write_bytes(struct.pack(">BBBBIII", 0, 0, 0x0E, 3, 2**32 - 1, 2**32 - 1, 28))
+    with pytest.raises(DataFileError, match=r"more than the limit of 1073741824 bytes \(max_bytes\)"):
+        data.load_idx(p)
+    small = write_idx(tmp_path / "s-idx1-ubyte", np.arange(100, dtype=np.uint8))
+    with pytest.raises(DataFileError, match="more than the limit of 99 bytes"):
+        data.load_idx(small, max_bytes=99)
+    assert data.load_idx(small, max_bytes=100).shape == (100,)
+
+
+def test_cifar_members_and_files_beyond_a_batch_are_refused(tmp_path):
+    import io
+    import tarfile
+    arc = tmp_path / "cifar-10-binary.tar.gz"
+    info = tarfile.TarInfo("cifar-10-batches-bin/data_batch_1.bin")
+    info.size = 10 << 30  # the header claims 10 GiB; nothing follows
+    arc.write_bytes(gzip.compress(info.tobuf(tarfile.GNU_FORMAT)))
+    with pytest.raises(DataFileError, match="10737418240 bytes, more than the 1073741824 a batch can hold"):
+        files.load_cifar10(tmp_path, verify=False)
+    with tarfile.open(arc, "w:gz") as tf:
+        for i in range(1001):
+            tf.addfile(tarfile.TarInfo(f"junk{i}"), io.BytesIO(b""))
+    with pytest.raises(DataFileError, match="more than 1000 members"):
+        files.load_cifar10(tmp_path, verify=False)
+    arc.unlink()
+    d = tmp_path / "cifar-10-batches-bin"
+    d.mkdir()
+    for n in files.CIFAR10_TRAIN + [files.CIFAR10_TEST]:
+        (d / n).write_bytes(bytes(files.CIFAR10_RECORD))
+    (d / "batches.meta.txt").write_bytes(b"\xff\xfe" * 10)
+    with pytest.raises(DataFileError, match="batches.meta.txt: not UTF-8 text"):
+        files.load_cifar10(tmp_path, verify=False)
+    (d / "batches.meta.txt").unlink()
+    with open(d / "data_batch_1.bin", "wb") as f:
+        f.truncate(files.CIFAR10_PER_BATCH * files.CIFAR10_RECORD + 1)  # sparse
+    with pytest.raises(DataFileError, match="data_batch_1.bin: 30730001 bytes, more than the 30730000"):
+        files.load_cifar10(tmp_path, verify=True)

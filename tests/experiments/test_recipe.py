@@ -44,13 +44,13 @@ def test_bundled_recipes_expand():
      "variants[0].epochs: `epochs` must be an integer. Received: epochs=2.5"),
     (rec(optimizer="sgd"),
      "optimizer: `optimizer` must be a mapping with a `name` key. Received: optimizer='sgd'"),
-    (rec(seeds=[0, "one"]), "seeds[1]: `1` must be an integer. Received: 1='one'"),
+    (rec(seeds=[0, "one"]), "seeds[1]: `seeds[1]` must be an integer. Received: seeds[1]='one'"),
     (rec(variants=[{"name": "a", "optimizer": {"lr": 0.1, "name": 3}}]),
      "variants[0].optimizer.name: `name` must be a string. Received: name=3"),
     # bad values
     (rec(epochs=0), "epochs: `epochs` must be greater than or equal to 1. Received: epochs=0"),
     (rec(target_accuracy=1.5), "target_accuracy: `target_accuracy` must be less than or equal to 1"),
-    (rec(batch_size=0), "batch_size: `batch_size` must be an integer >= 1 or a schedule mapping. "
+    (rec(batch_size=0), "batch_size: `batch_size` must be an integer in [1, 16777216] or a schedule mapping. "
                         "Received: batch_size=0"),
     (rec(schedule_unit="batch"), "schedule_unit: `schedule_unit` must be 'step' or 'epoch'"),
     (rec(name="no spaces"), "name: `name` must match pattern"),
@@ -122,3 +122,94 @@ def test_overrides_win_over_variants():
     assert r.runs()[0].spec.epochs == 2 and r.runs()[0].spec.seeds == [7]
     msg = error_of(rec(), overrides={"epochs": -1})
     assert re.search(r"epochs: `epochs` must be greater than or equal to 1. Received: epochs=-1", msg)
+
+
+# ------------------------------------------------------------------ limits (issue 12)
+
+@pytest.mark.parametrize("recipe, expected", [
+    (rec(seeds=[10**30]), "seeds[0]: `seeds[0]` must be less than or equal to 4294967295. Received: seeds[0]=10000"),
+    (rec(seeds=[-1]), "seeds[0]: `seeds[0]` must be greater than or equal to 0"),
+    (rec(seeds=[3, 3]), "seeds: `seeds` must be distinct"),
+    (rec(seeds=list(range(1001))), "seeds: `seeds` must have at most 1000 items"),
+    (rec(split_seed=2**32), "split_seed: `split_seed` must be less than or equal to 4294967295"),
+    (rec(epochs=10**6 + 1), "epochs: `epochs` must be less than or equal to 1000000"),
+    (rec(batch_size=2**24 + 1), "batch_size: `batch_size` must be an integer in [1, 16777216]"),
+    (rec(eval_batch_size=2**30), "eval_batch_size: `eval_batch_size` must be less than or equal to 16777216"),
+    (rec(monitors=2**40), "monitors: `monitors` must be true, false, an interval in [1, 2147483648]"),
+    (rec(variants=-1), "variants: `variants` must be a list of variants. Received: variants=-1"),
+    (rec(variants={"a": 1}), "variants: `variants` must be a list of variants"),
+    (rec(grid=[1]), "grid: `grid` must be a mapping of dotted paths to lists"),
+    (rec(grid={"optimizer.lr": 0.1}), "grid.optimizer.lr: `optimizer.lr` must be a non-empty list of values"),
+    (rec(grid={"name": ["a", "b"]}), "grid.name: a grid key must be a dotted path into a variant field"),
+    (rec(variants=[{"name": {"a": 1}}]), "variants[0].name: `name` must be a string. Received: name={'a': 1}"),
+    (rec(variants=[{"name": "../../victim"}]), "variants[0].name: `name` must be a plain name"),
+    (rec(variants=[{"name": "a/b"}]), "variants[0].name: `name` must be a plain name"),
+    (rec(variants=[{"name": ".."}]), "variants[0].name: `name` must be a plain name"),
+    (rec(variants=[{"name": "x\u202eexe.yaml"}]), "variants[0].name: `name` must be a plain name"),
+    (rec(variants=[{"name": "x" * 129}]), "variants[0].name: `name` must have 1 to 128 characters"),
+    (rec(variants=[{"name": "a"}], grid={"optimizer.lr": ["/x"]}), "variants[0].name: `name` must be a plain name"),
+    (rec(variants=[{"name": f"v{i}"} for i in range(101)], grid={"optimizer.lr": [0.1] * 100}),
+     "grid: the recipe expands to 10100 variants, more than the limit of 10000"),
+    (rec(grid={f"optimizer.x{i}": [1] * 10 for i in range(10)}), "grid: the recipe expands to 10000000000 variants"),
+    (rec(optimizer={"name": "sgd", "lr": float("nan")}), "optimizer.lr: `lr` must be finite. Received: lr=nan"),
+    (rec(description=float("inf")), "description: `description` must be finite"),
+    (rec(variants=[{"name": "a", "optimizer": {"lr": -float("inf")}}]), "variants[0].optimizer.lr: `lr` must be finite"),
+    (rec(optimizer={"name": "sgd", "lr": 2**60}), "optimizer.lr: `lr` must be an integer between -2**53 and 2**53"),
+    (rec(model={"name": "mlp", 3: 4}), "model: keys must be strings. Received: key 3 (int)"),
+    (rec(optimizer={"name": ["sgd"]}, variants=[{"name": "a", "optimizer": {"name": "adam"}}]),
+     "optimizer.name: `name` must be a string. Received: name=['sgd']"),
+    (rec(optimizer="sgd"), "optimizer: `optimizer` must be a mapping with a `name` key"),
+    (rec(callbacks=[5]), "callbacks[0]: `callbacks` must be a mapping with a `name` key"),
+])
+def test_limits_name_the_field_and_the_value(recipe, expected):
+    msg = error_of(recipe)
+    assert msg.startswith("<recipe>: ") and expected in msg, msg
+    assert "\n" not in msg and len(msg) < 700
+
+
+def test_the_model_is_counted_before_it_is_allocated():
+    import torch
+
+    from descend.experiments import runner
+    from descend.experiments.recipe import LIMITS, check_model_size
+    run = load(rec(model={"name": "mlp", "hidden": [2**40]})).runs()[0]
+    with pytest.raises(RecipeError, match=r"<recipe>: model: the model would have more than 100,000,000 parameters"):
+        runner.build(run, 0)
+    run = load(rec(model={"name": "mlp", "hidden": [100_000, 100_000]})).runs()[0]
+    with pytest.raises(RecipeError, match="more than 100,000,000 parameters"):
+        check_model_size(run, lambda: torch.nn.Sequential(torch.nn.Linear(64, 100_000), torch.nn.Linear(100_000, 100_000)))
+    LIMITS["parameter_tensors"], saved = 50, LIMITS["parameter_tensors"]
+    try:
+        with pytest.raises(RecipeError, match="more than 50 parameter tensors"):
+            check_model_size(run, lambda: torch.nn.ModuleList(torch.nn.Linear(1, 1) for _ in range(10**6)))
+    finally:
+        LIMITS["parameter_tensors"] = saved
+    # the count runs on the meta device: the real build after it draws the same weights
+    run = load(rec()).runs()[0]
+    torch.manual_seed(0)
+    a = runner.build(run, 0).model.state_dict()
+    old = LIMITS["parameters"]
+    try:
+        LIMITS["parameters"] = 10**12
+        b = runner.build(run, 0).model.state_dict()
+    finally:
+        LIMITS["parameters"] = old
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    LIMITS["parameters"], saved = 100, LIMITS["parameters"]
+    try:
+        with pytest.raises(RecipeError, match="more than 100 parameters"):
+            runner.build(run, 0)
+    finally:
+        LIMITS["parameters"] = saved
+
+
+def test_recipe_files_that_are_not_recipes(tmp_path):
+    for data, expected in [(b"\x89PNG\r\n\x1a\n", "is not UTF-8 text"), (b"a: 1\na: 2\n", "found the key 'a' twice"),
+                           (b"- 1\n", "a recipe must be a mapping of fields. Received: list [1]")]:
+        p = tmp_path / "r.yaml"
+        p.write_bytes(data)
+        msg = error_of(str(p))
+        assert msg.startswith(str(p)) and expected in msg, msg
+    x = dict(BASE)
+    x["model"] = {"name": "mlp", "self": x}  # refers to itself
+    assert "nested more than 64 levels deep" in error_of(x)

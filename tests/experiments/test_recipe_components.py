@@ -116,7 +116,7 @@ def test_monitor_tables_come_back_from_a_run():
 
 
 @pytest.mark.parametrize("monitors, expected", [
-    (0, "monitors: `monitors` must be true, false, an interval >= 1 or a list"),
+    (0, "monitors: `monitors` must be true, false, an interval in [1, 2147483648] or a list"),
     ("yes", "Received: monitors='yes'"),
     ([{"interval": 3}], "Received: monitors=[{'interval': 3}]"),
 ])

@@ -39,7 +39,8 @@ def test_hostile_variant_names_are_refused_and_nothing_is_written(tmp_path, caps
     for command in (["train", "--checkpoint-every", "1"], ["compare"]):
         assert main([*command, r, "--out", str(home / "runs"), "--overwrite"]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "r.yaml: variants[0].name: `name` must be a plain file name" in err, err
+        assert err.count("\n") == 1 and "r.yaml: variants[0].name: `name` must " in err, err
+        assert "Received: name=" in err, err
         assert tree(tmp_path) == before and not os.path.exists("/tmp/abs-x")
 
 

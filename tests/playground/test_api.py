@@ -174,6 +174,8 @@ def test_bad_race_requests_get_400_naming_the_field(client, body, message):
 def test_protocol_errors(client):
     assert client.post("/api/race", raw=b"{not json")[0] == 400
     assert client.post("/api/race", raw=b"[1, 2]")[0] == 400
+    status, r = client.post("/api/race", raw=b"[" * 100_000)  # nested too deeply for json
+    assert status == 400 and "valid JSON" in r["error"]
     status, r = client.post("/api/race", {}, headers={"Content-Type": "text/plain"})
     assert status == 415 and "Content-Type" in r["error"]
     status, r = client.get("/api/options", headers={"Host": "evil.example:80"})

@@ -28,7 +28,6 @@ early stopping, regularization).
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 from dataclasses import asdict, dataclass
@@ -271,13 +270,61 @@ def format_findings(findings: list[Finding], label: str = "") -> str:
 
 
 def _read_csv(path: Path) -> dict[str, list]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    from descend.io import FileSafetyError, read_limited, MAX_JSON_BYTES
+    try:
+        text = read_limited(path, MAX_JSON_BYTES, what="CSV file").decode("utf-8")
+        rows = list(csv.DictReader(text.splitlines()))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte at offset {e.start}); a run's CSV log is "
+                         f"text") from None
+    except (csv.Error, FileSafetyError) as e:
+        raise ValueError(f"{path}: not a readable CSV log: {e}") from None
     cols: dict[str, list] = {}
     for r in rows:
         for k, v in r.items():
+            if not isinstance(k, str) or isinstance(v, list):  # a row with more fields than the header
+                raise ValueError(f"{path}: a row has more fields than the header names; not a "
+                                 f"CSV log written by descend")
             cols.setdefault(k, []).append(_num(v) if v not in ("", None) else math.nan)
     return cols
+
+
+def _json(path: Path) -> Any:
+    from descend.io import FileSafetyError, load_json
+    try:
+        return load_json(path)
+    except FileSafetyError as e:
+        raise ValueError(str(e)) from None
+
+
+def _table(obj: Any, where: str, what: str = "a mapping of column name -> list of values") -> dict:
+    """``obj`` checked to be ``{name: [values]}`` (what descend writes), else a ValueError."""
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, list)
+                                            for k, v in obj.items()):
+        raise ValueError(f"{where} must be {what}. Received: {type(obj).__name__} "
+                         f"{str(obj)[:80]!r}")
+    return obj
+
+
+def _monitors(obj: Any, where: str) -> dict:
+    obj = {} if obj is None else obj
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} must be a mapping of monitor name -> table. Received: "
+                         f"{type(obj).__name__}")
+    return {str(k): _table(v, f"{where}[{k!r}]") for k, v in obj.items()}
+
+
+def _monitor_file(root: Path, rel: Any, where: str) -> dict:
+    """A run's ``monitors_file``: a relative path that must stay inside ``root``."""
+    if not isinstance(rel, str):
+        raise ValueError(f"{where}.monitors_file must be a relative path. Received: {rel!r}")
+    target = (root / rel).resolve()
+    if Path(rel).is_absolute() or not target.is_relative_to(root.resolve()):
+        raise ValueError(f"{where}.monitors_file must be a path inside {root}. Received: "
+                         f"monitors_file={rel!r}")
+    return _monitors(_json(target), f"{root / rel}") if target.is_file() else {}
 
 
 def load_histories(run_dir) -> dict[str, dict[str, Any]]:
@@ -288,8 +335,10 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
     otherwise ``steps.csv`` / ``epochs.csv``. A ``monitors.json`` next to them
     (``{"<monitor>": {"step": [...], ...}}``) is attached to every history; a run of
     ``descend compare`` names its own file (``"monitors_file":
-    "monitors/<variant>-seed<seed>.json"``, relative to ``run_dir``) or carries its tables
-    inline (``"monitors"``).
+    "monitors/<variant>-seed<seed>.json"``, relative to ``run_dir``, and refused when it
+    points outside ``run_dir``) or carries its tables inline (``"monitors"``). A file
+    that is not UTF-8, not JSON (or CSV), larger than 256 MiB, nested too deeply or not
+    in the shape descend writes raises ``ValueError`` naming the file and the field.
 
     >>> import json, tempfile
     >>> d = Path(tempfile.mkdtemp(), "lr0.1"); d.mkdir()
@@ -302,28 +351,42 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
         fail("run_dir", "an existing directory", str(run_dir))
     monitors = {}
     if (root / "monitors.json").exists():
-        monitors = json.loads((root / "monitors.json").read_text())
+        monitors = _monitors(_json(root / "monitors.json"), str(root / "monitors.json"))
     out: dict[str, dict[str, Any]] = {}
     res = root / "results.json"
     if res.exists():
-        data = json.loads(res.read_text())
+        data = _json(res)
         if isinstance(data, dict) and "result" in data:
+            result = data["result"]
+            if not isinstance(result, dict):
+                raise ValueError(f"{res}: `result` must be a mapping. Received: {type(result).__name__}")
             label = str(data.get("variant") or data.get("name") or root.name)
-            out[label] = {"steps": data["result"].get("steps", {}),
-                          "epochs": data["result"].get("epochs", {}), "monitors": monitors}
+            out[label] = {"steps": _table(result.get("steps"), f"{res}: result.steps"),
+                          "epochs": _table(result.get("epochs"), f"{res}: result.epochs"),
+                          "monitors": monitors}
         elif isinstance(data, dict) and "variants" in data:
-            for v in data["variants"]:
-                for r in v.get("runs", []):
-                    run_mon = r.get("monitors") or {}
-                    rel = r.get("monitors_file")
-                    if not run_mon and isinstance(rel, str) and (root / rel).is_file():
-                        run_mon = json.loads((root / rel).read_text())
-                    out[f"{v['name']} (seed {r.get('seed')})"] = {
-                        "steps": r.get("steps", {}), "epochs": r.get("epochs", {}),
-                        "monitors": run_mon}
+            variants = data["variants"]
+            if not isinstance(variants, list):
+                raise ValueError(f"{res}: `variants` must be a list. Received: {type(variants).__name__}")
+            for i, v in enumerate(variants):
+                runs = v.get("runs", []) if isinstance(v, dict) else None
+                if not isinstance(runs, list):
+                    raise ValueError(f"{res}: variants[{i}] must be a mapping with a list of `runs`. "
+                                     f"Received: {str(v)[:80]!r}")
+                for j, r in enumerate(runs):
+                    where = f"{res}: variants[{i}].runs[{j}]"
+                    if not isinstance(r, dict):
+                        raise ValueError(f"{where} must be a mapping. Received: {type(r).__name__}")
+                    run_mon = _monitors(r.get("monitors"), f"{where}.monitors")
+                    if not run_mon and r.get("monitors_file") is not None:
+                        run_mon = _monitor_file(root, r["monitors_file"], where)
+                    out[f"{v.get('name')} (seed {r.get('seed')})"] = {
+                        "steps": _table(r.get("steps"), f"{where}.steps"),
+                        "epochs": _table(r.get("epochs"), f"{where}.epochs"), "monitors": run_mon}
         elif isinstance(data, dict) and ("steps" in data or "epochs" in data):
-            out[root.name] = {"steps": data.get("steps", {}), "epochs": data.get("epochs", {}),
-                              "monitors": data.get("monitors", monitors)}
+            out[root.name] = {"steps": _table(data.get("steps"), f"{res}: steps"),
+                              "epochs": _table(data.get("epochs"), f"{res}: epochs"),
+                              "monitors": _monitors(data.get("monitors", monitors), f"{res}: monitors")}
     if not out and ((root / "steps.csv").exists() or (root / "epochs.csv").exists()):
         out[root.name] = {
             "steps": _read_csv(root / "steps.csv") if (root / "steps.csv").exists() else {},

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import struct
 import tarfile
 import zlib
@@ -131,33 +132,52 @@ def verify_digest(path, algorithm: str, expected: str) -> None:
             f"download it again, or pass verify=False to load a modified copy.")
 
 
-def _read_bytes(path: Path) -> bytes:
+# The most bytes one data file may hold (uncompressed): an IDX or CIFAR file whose header or
+# size says more is refused before it is read. The official files are at most 47 MB.
+MAX_FILE_BYTES = 1 << 30
+
+
+def _open(path: Path):
+    """A binary stream of ``path``, decompressed on the fly for ``.gz`` files."""
     try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+        return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
     except FileNotFoundError:
         raise DataFileError(f"{path}: file not found") from None
+
+
+def _decompress_error(path: Path, e: BaseException) -> DataFileError:
+    return DataFileError(f"{path}: cannot decompress ({type(e).__name__}: {e}); the "
+                         f"gzip file is corrupt or truncated")
+
+
+def _read(f, n: int, path: Path) -> bytes:
+    """Up to ``n`` bytes from the stream ``f`` (fewer at its end)."""
+    try:
+        return f.read(n)
     except (OSError, EOFError, zlib.error) as e:
-        raise DataFileError(f"{path}: cannot decompress ({type(e).__name__}: {e}); the "
-                            f"gzip file is corrupt or truncated") from None
+        raise _decompress_error(path, e) from None
 
 
-def load_idx(path, *, expected_shape: tuple | None = None, digest: tuple | None = None) -> np.ndarray:
+def load_idx(path, *, expected_shape: tuple | None = None, digest: tuple | None = None,
+             max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
     """Read one IDX file (``.gz`` or not) into a numpy array of its stored type.
 
     Format: 2 zero bytes, a type code (0x08 uint8 ... 0x0E float64), the number of
     dimensions ``d``, then ``d`` big-endian uint32 sizes, then the data, big-endian.
+    The file is read as a stream (a ``.gz`` is decompressed on the fly): the header is
+    checked first, then exactly the bytes it announces are read, so a file whose header
+    announces more than ``max_bytes``, or that holds more than it announces (a gzip
+    bomb), is refused without decompressing the rest.
 
     Args:
         path: the file.
-        expected_shape: if given, the array must have this shape.
+        expected_shape: if given, the array must have this shape (checked on the header).
         digest: if given, ``(algorithm, hex)`` the file must match (checked first).
+        max_bytes: the largest array read, in bytes (default :data:`MAX_FILE_BYTES`, 1 GiB).
 
     Raises:
         DataFileError: naming the file: missing, checksum mismatch, bad magic number,
-        unknown type code, truncated or trailing data, unexpected shape.
+        unknown type code, truncated or trailing data, unexpected shape, too large.
 
     Example:
         >>> import tempfile, os, struct
@@ -166,32 +186,45 @@ def load_idx(path, *, expected_shape: tuple | None = None, digest: tuple | None 
         >>> load_idx(p).tolist()
         [7, 8, 9]
     """
+    from descend._validation import check_int
+
+    check_int("max_bytes", max_bytes, ge=0)
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"{path}: file not found")
     if digest is not None:
         verify_digest(path, *digest)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DataFileError(f"{path}: truncated IDX file ({len(data)} bytes, the header needs 4)")
-    zero, code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
-        raise DataFileError(
-            f"{path}: not an IDX file (magic number 0x{data[:4].hex()}; expected 0x0000 then a "
-            f"type code in {sorted(hex(c) for c in _IDX_DTYPES)} and a dimension count >= 1)")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataFileError(f"{path}: truncated IDX header ({len(data)} bytes, expected {header})")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_IDX_DTYPES[code])
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "trailing data"
-        raise DataFileError(f"{path}: {what}: header says shape {tuple(shape)} of {dtype.name} "
-                            f"({expected} bytes), file has {len(data)} bytes")
-    if expected_shape is not None and tuple(shape) != tuple(expected_shape):
-        raise DataFileError(f"{path}: shape {tuple(shape)}, expected {tuple(expected_shape)}")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    with _open(path) as f:
+        head = _read(f, 4, path)
+        if len(head) < 4:
+            raise DataFileError(f"{path}: truncated IDX file ({len(head)} bytes, the header needs 4)")
+        zero, code, ndim = struct.unpack(">HBB", head)
+        if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+            raise DataFileError(
+                f"{path}: not an IDX file (magic number 0x{head.hex()}; expected 0x0000 then a "
+                f"type code in {sorted(hex(c) for c in _IDX_DTYPES)} and a dimension count >= 1)")
+        header = 4 + 4 * ndim
+        dims = _read(f, 4 * ndim, path)
+        if len(dims) < 4 * ndim:
+            raise DataFileError(f"{path}: truncated IDX header ({4 + len(dims)} bytes, expected {header})")
+        shape = struct.unpack(f">{ndim}I", dims)
+        dtype = np.dtype(_IDX_DTYPES[code])
+        size = math.prod(shape) * dtype.itemsize
+        expected = header + size
+        if expected_shape is not None and tuple(shape) != tuple(expected_shape):
+            raise DataFileError(f"{path}: shape {tuple(shape)}, expected {tuple(expected_shape)}")
+        if size > max_bytes:
+            raise DataFileError(f"{path}: header says shape {tuple(shape)} of {dtype.name} ({size} "
+                                f"bytes), more than the limit of {max_bytes} bytes (max_bytes); "
+                                f"it was not read")
+        data = _read(f, size, path)
+        if len(data) < size:
+            raise DataFileError(f"{path}: truncated: header says shape {tuple(shape)} of {dtype.name} "
+                                f"({expected} bytes), file has {header + len(data)} bytes")
+        if _read(f, 1, path):
+            raise DataFileError(f"{path}: trailing data: header says shape {tuple(shape)} of "
+                                f"{dtype.name} ({expected} bytes), file has more")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _find(root: Path, names: list[str], subdirs: list[str], what: str) -> Path:
@@ -266,40 +299,70 @@ def _parse_cifar_batch(data: np.ndarray, where: str, verify: bool) -> tuple[np.n
     return records[:, 1:].reshape(-1, 3, 32, 32).copy(), y
 
 
-def _class_names(text: str, where: str) -> list[str]:
+def _class_names(raw: bytes, where: str) -> list[str]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataFileError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                            f"{e.start}); expected 10 class names, one a line") from None
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if len(lines) != 10:
         raise DataFileError(f"{where}: {len(lines)} class names, expected 10")
     return lines
 
 
+_META_MAX_BYTES = 1 << 16  # batches.meta.txt: ten short lines
+_ARCHIVE_MAX_MEMBERS = 1000  # the official archive has 8
+
+
+def _batch_limit(verify: bool) -> int:
+    return CIFAR10_PER_BATCH * CIFAR10_RECORD if verify else MAX_FILE_BYTES
+
+
 def _cifar_from_archive(path: Path, verify: bool) -> tuple[dict, list[str]]:
-    """The batches inside ``cifar-10-binary.tar.gz``, read without extracting anything."""
+    """The batches inside ``cifar-10-binary.tar.gz``, read in one pass without extracting
+    anything; a member larger than a batch can be (or than :data:`MAX_FILE_BYTES` with
+    ``verify=False``) or more than 1000 members are refused before they are read."""
     if verify:
         verify_digest(path, *CIFAR10_ARCHIVE_DIGEST)
     batches, names = {}, list(CIFAR10_CLASSES)
+    wanted = {f"cifar-10-batches-bin/{n}": n for n in CIFAR10_TRAIN + [CIFAR10_TEST, "batches.meta.txt"]}
     try:
-        with tarfile.open(path, "r:gz") as tar:
-            for name in CIFAR10_TRAIN + [CIFAR10_TEST, "batches.meta.txt"]:
-                member = f"cifar-10-batches-bin/{name}"
-                try:
-                    f = tar.extractfile(member)
-                except KeyError:
-                    f = None
-                if f is None:
-                    if name.endswith(".txt"):
-                        continue
-                    raise DataFileError(f"{path}: the archive has no member {member}")
-                raw = f.read()
+        with tarfile.open(path, "r|gz") as tar:
+            for count, member in enumerate(tar):
+                if count >= _ARCHIVE_MAX_MEMBERS:
+                    raise DataFileError(f"{path}: more than {_ARCHIVE_MAX_MEMBERS} members; not the "
+                                        f"CIFAR-10 archive (it has 8)")
+                name = wanted.get(member.name)
+                if name is None or not member.isfile():
+                    continue
+                where = f"{path}:{member.name}"
+                limit = _META_MAX_BYTES if name.endswith(".txt") else _batch_limit(verify)
+                if member.size > limit:
+                    raise DataFileError(f"{where}: {member.size} bytes, more than the {limit} a "
+                                        f"{'class list' if name.endswith('.txt') else 'batch'} can "
+                                        f"hold; it was not read")
+                raw = tar.extractfile(member).read()
                 if name.endswith(".txt"):
-                    names = _class_names(raw.decode(), f"{path}:{member}")
+                    names = _class_names(raw, where)
                 else:
-                    batches[name] = _parse_cifar_batch(np.frombuffer(raw, np.uint8),
-                                                       f"{path}:{member}", verify)
+                    batches[name] = _parse_cifar_batch(np.frombuffer(raw, np.uint8), where, verify)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataFileError(f"{path}: cannot read the archive ({type(e).__name__}: {e}); it is "
                             f"corrupt or truncated") from None
+    for name in CIFAR10_TRAIN + [CIFAR10_TEST]:
+        if name not in batches:
+            raise DataFileError(f"{path}: the archive has no member cifar-10-batches-bin/{name}")
     return batches, names
+
+
+def _read_batch(path: Path, verify: bool) -> np.ndarray:
+    size, limit = path.stat().st_size, _batch_limit(verify)
+    if size > limit:
+        raise DataFileError(f"{path}: {size} bytes, more than the {limit} a CIFAR-10 batch can hold "
+                            f"({'10000 records of 3073 bytes' if verify else 'MAX_FILE_BYTES'}); it "
+                            f"was not read")
+    return np.fromfile(path, dtype=np.uint8)
 
 
 def load_cifar10(root, *, verify: bool = True) -> RawSplits:
@@ -333,10 +396,13 @@ def load_cifar10(root, *, verify: bool = True) -> RawSplits:
                 path = _find(root, [name], subdirs, "cifar10")
             except DataFileError as e:
                 raise DataFileError(f"{e} (or the archive {CIFAR10_ARCHIVE} in {root})") from None
-            batches[name] = _parse_cifar_batch(np.fromfile(path, dtype=np.uint8), str(path), verify)
+            batches[name] = _parse_cifar_batch(_read_batch(path, verify), str(path), verify)
             meta = path.parent / "batches.meta.txt"
         if meta.is_file():
-            names = _class_names(meta.read_text(), str(meta))
+            if meta.stat().st_size > _META_MAX_BYTES:
+                raise DataFileError(f"{meta}: {meta.stat().st_size} bytes, more than a list of 10 "
+                                    f"class names can hold; it was not read")
+            names = _class_names(meta.read_bytes(), str(meta))
     x_train = np.concatenate([batches[n][0] for n in CIFAR10_TRAIN])
     y_train = np.concatenate([batches[n][1] for n in CIFAR10_TRAIN])
     return RawSplits(x_train, y_train, *batches[CIFAR10_TEST], names)

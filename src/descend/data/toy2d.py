@@ -69,6 +69,9 @@ def make_toy2d(kind: str, n_samples: int, noise: float, classes: int, data_seed:
     return x[perm].astype(np.float32), y[perm].astype(np.int64)
 
 
+MAX_SAMPLES = 10_000_000  # 160 MB of points: a typo such as 10**12 is refused, not allocated
+
+
 @DATASETS.register("toy2d")
 def toy2d(*, root=None, val_fraction: float = 0.1, seed: int = 0, kind: str = "moons",
           n_samples: int = 1000, noise: float | None = None, classes: int | None = None,
@@ -77,10 +80,11 @@ def toy2d(*, root=None, val_fraction: float = 0.1, seed: int = 0, kind: str = "m
 
     Args:
         kind: the shape (default ``"moons"``).
-        n_samples: total points before splitting (default 1000).
+        n_samples: total points before splitting, 10 to 10,000,000 (default 1000).
         noise: std of the Gaussian noise added to the points (default per kind: blobs 0.5,
             moons 0.1, circles 0.05, xor 0.05, spirals 0.05).
-        classes: number of classes for blobs / spirals (default 3 / 2; 2 for the others).
+        classes: number of classes for blobs / spirals, at most 1000 (default 3 / 2; 2 for
+            the others).
         data_seed: seed of the generator (default 0).
         test_fraction: stratified test share, drawn with a fixed seed (default 0.2).
 
@@ -92,15 +96,15 @@ def toy2d(*, root=None, val_fraction: float = 0.1, seed: int = 0, kind: str = "m
     check_no_unknown("toy2d()", kwargs)
     _no_root("toy2d", root)
     check_choice("kind", kind, KINDS)
-    check_int("n_samples", n_samples, ge=10)
+    check_int("n_samples", n_samples, ge=10, le=MAX_SAMPLES)
     noise = DEFAULT_NOISE[kind] if noise is None else float(check_range("noise", noise, ge=0))
     if classes is None:
         classes = DEFAULT_CLASSES[kind]
     elif kind in ("blobs", "spirals"):
-        check_int("classes", classes, ge=2)
+        check_int("classes", classes, ge=2, le=min(1000, n_samples))
     else:
         check_choice("classes", classes, [2])
-    check_int("data_seed", data_seed, ge=0)
+    check_int("data_seed", data_seed, ge=0, le=2**32 - 1)
     check_range("test_fraction", test_fraction, gt=0, lt=1)
     x, y = make_toy2d(kind, n_samples, noise, classes, data_seed)
     train, test = stratified_split(y, test_fraction, TEST_SPLIT_SEED)

@@ -10,6 +10,7 @@ folder is replaced only after the new one is complete.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -44,6 +45,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace DIR/<name> if it exists (after the new run completes) instead "
                         "of writing DIR/<name>-2")
+    p.add_argument("--check", action="store_true",
+                   help="validate the recipe and build its runs (data, model, optimizer, schedules, "
+                        "callbacks), then stop: nothing is trained or written")
     p.add_argument("--no-monitors", action="store_true",
                    help="attach no monitors (the recipe's `monitors: false`); by default the "
                         "per-layer gradient norms and the dead/saturated unit fractions are "
@@ -199,6 +203,17 @@ def _path_name(source: str, field: str, value: str) -> str:
         raise RecipeError(f"{source}: {field}: {e}") from None
 
 
+@contextlib.contextmanager
+def _writing(final: Path):
+    """An ``OSError`` that names no file (a write on a full disk) names the run folder."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), f"{final} (while writing it)") from e
+
+
 def _overrides(args) -> dict[str, Any]:
     o: dict[str, Any] = {}
     if args.epochs is not None:
@@ -247,6 +262,68 @@ def _fail(msg: str) -> int:
     return 2
 
 
+class ResumeError(ValueError):
+    """``--resume`` could not restore the newest checkpoint (the message names it).
+
+    >>> str(resume_error(Path("ck"), KeyError("callbacks")))  # doctest: +ELLIPSIS
+    "--resume: ck: the checkpoint cannot be restored into this run: it is damaged or ... (KeyError: 'callbacks'). Move it away to start fresh"
+    """
+
+
+def resume_error(where: Path, e: BaseException) -> ResumeError:
+    """A :class:`ResumeError` for ``e``, raised while restoring the checkpoint ``where``."""
+    from descend.io import FileSafetyError
+    text = repr(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, (FileSafetyError, ValueError, TypeError, OSError)) and text:
+        return ResumeError(f"--resume: {text}" if str(where) in text else f"--resume: {where}: {text}")
+    return ResumeError(f"--resume: {where}: the checkpoint cannot be restored into this run: it is "
+                       f"damaged or was written by another version or recipe ({type(e).__name__}: "
+                       f"{text}). Move it away to start fresh")
+
+
+def _in_recipe(r: recipes.Recipe, e: Exception) -> Exception:
+    """Errors raised while training name the recipe they came from."""
+    if isinstance(e, (RecipeError, ResumeError)) or not isinstance(e, (ValueError, TypeError)):
+        return e
+    return RecipeError(f"{r.source}: {e}")
+
+
+def check(recipe, *, device: str | None = None, overrides: dict[str, Any] | None = None,
+          variant: str | None = None) -> list:
+    """Validate ``recipe`` and build its runs (every variant, or only ``variant``) with their
+    first seed, training nothing and writing nothing (``--check``); return the runs.
+
+    >>> [run.name for run in check("tiny", overrides={"epochs": 1})]
+    ['sgd', 'momentum', 'adam']
+    """
+    from descend.experiments import runner
+    r = recipes.load(recipe, overrides=overrides)
+    _device(r, device)
+    runs = r.runs()
+    if variant is not None:
+        runs = [_pick(runs, variant)]
+    cache: dict[str, Any] = {}
+    for run in runs:
+        runner.build(run, run.spec.seeds[0], device="cpu", cache=cache)
+    return runs
+
+
+def _device(r: recipes.Recipe, device: str | None):
+    from descend.experiments import runner
+    try:
+        return runner.check_device(device or r.device)
+    except ValueError as e:
+        raise RecipeError(f"{'--device' if device else r.source + ': device'}: {e}") from None
+
+
+def _pick(runs: list, variant: str):
+    names = [x.name for x in runs]
+    if variant not in names:
+        raise RecipeError(f"--variant: `variant` must be one of {', '.join(map(repr, names))}. "
+                          f"Received: variant={variant!r}")
+    return runs[names.index(variant)]
+
+
 # --------------------------------------------------------------------------- compare
 def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = None,
             epochs: int | None = None, seeds: list[int] | None = None, quiet: bool = False,
@@ -273,11 +350,7 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
     if monitors is False:
         overrides["monitors"] = False
     r = recipes.load(recipe, overrides=overrides)
-    dev_name = device or r.device
-    try:
-        dev = runner.check_device(dev_name)
-    except ValueError as e:
-        raise RecipeError(f"{'--device' if device else r.source + ': device'}: {e}") from None
+    dev = _device(r, device)
     runs = r.runs()
     n_total = sum(len(x.spec.seeds) for x in runs)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -306,8 +379,12 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
     t0 = time.perf_counter()
     try:
         variants = runner.run_all(runs, device=dev, on_result=on_result, out=out)
-    except BaseException:
+    except BaseException as e:
         staging.release()
+        if isinstance(e, (ValueError, TypeError)):
+            err = _in_recipe(r, e)
+            if err is not e:
+                raise err from e
         raise
     finally:
         if bar is not None:
@@ -319,7 +396,7 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
                "target_accuracy": target, "recipe": _recipe_dict(r), "summary": summary,
                "variants": variants}
     recipe_text = yaml.safe_dump(_recipe_dict(r), sort_keys=False)
-    with staging as tmp:
+    with _writing(final), staging as tmp:
         written = plots.write_plots(variants, str(tmp))
         mon_plots, mon_table = _write_monitors(tmp, variants)
         _write_json(tmp / "results.json", results)
@@ -375,12 +452,22 @@ def compare_main(args) -> int:
     """Run ``descend compare`` with parsed ``args``; return the exit status."""
     if _threads(args):
         return 2
-    try:
-        compare(args.recipe, out=args.out, device=args.device, epochs=args.epochs,
-                seeds=args.seeds, quiet=args.quiet, overwrite=args.overwrite,
-                monitors=False if args.no_monitors else None)
-    except RecipeError as e:
-        return _fail(str(e))
+    if args.check:
+        return _check_main(args)
+    compare(args.recipe, out=args.out, device=args.device, epochs=args.epochs,
+            seeds=args.seeds, quiet=args.quiet, overwrite=args.overwrite,
+            monitors=False if args.no_monitors else None)
+    return 0
+
+
+def _check_main(args) -> int:
+    if getattr(args, "seed", None) is not None:
+        recipes.check_seed("--seed", args.seed)
+    runs = check(args.recipe, device=args.device, overrides=_overrides(args),
+                 variant=getattr(args, "variant", None))
+    n = sum(len(x.spec.seeds) for x in runs)
+    print(f"{runs[0].recipe.source}: ok ({len(runs)} variant{'s' * (len(runs) != 1)}, "
+          f"{n} run{'s' * (n != 1)})")
     return 0
 
 
@@ -400,30 +487,23 @@ def train_main(args) -> int:
         if "--nproc" not in " ".join(sys.argv):
             return _fail("--nproc re-runs the command line; from Python, start torchrun yourself")
         return ddp.relaunch(args.nproc, sys.argv[1:])
+    if args.check:
+        return _check_main(args)
+    r = recipes.load(args.recipe, overrides=_overrides(args))
     ckpt: list = []
     try:
-        r = recipes.load(args.recipe, overrides=_overrides(args))
-        dev_name = args.device or r.device
-        try:
-            dev = runner.check_device(dev_name)
-        except ValueError as e:
-            raise RecipeError(f"{'--device' if args.device else r.source + ': device'}: {e}") from None
+        dev = _device(r, args.device)
         if ddp.launched_by_torchrun():  # one process of a data-parallel run
             dev = ddp.setup(device=dev.type)
         runs = r.runs()
-        names = [x.name for x in runs]
         sampled = [x for x in runs if x.spec.data.kwargs.get("sampler") is not None]
         if ddp.launched_by_torchrun() and sampled:
             raise RecipeError(f"{r.source}: data.sampler: a sampler is not supported with data "
                               "parallel (each process reads its shard in a seeded order). "
                               f"Received: sampler={sampled[0].spec.data.kwargs['sampler']!r}")
-        if args.variant is None:
-            run = runs[0]
-        elif args.variant in names:
-            run = runs[names.index(args.variant)]
-        else:
-            raise RecipeError(f"--variant: `variant` must be one of {', '.join(map(repr, names))}. "
-                              f"Received: variant={args.variant!r}")
+        run = runs[0] if args.variant is None else _pick(runs, args.variant)
+        if args.seed is not None:
+            recipes.check_seed("--seed", args.seed)
         seed = run.spec.seeds[0] if args.seed is None else args.seed
         name = f"{_path_name(r.source, 'name', r.name)}-{_path_name(r.source, run.origin.path(['name']), run.name)}"
         ckpt_dir = Path(args.out) / f"{name}-seed{seed}.checkpoints"
@@ -433,8 +513,14 @@ def train_main(args) -> int:
 
         def prepare(built):  # data parallel and resume, after the build, before the fit
             last = latest_checkpoint(ckpt_dir) if args.resume else None
-            data = ddp.prepare_fit(built.trainer, built.data.train, checkpoint_dir=ckpt_dir,
-                                   resume=args.resume, sync_batchnorm=args.sync_batchnorm, seed=seed)
+            try:
+                data = ddp.prepare_fit(built.trainer, built.data.train, checkpoint_dir=ckpt_dir,
+                                       resume=args.resume, sync_batchnorm=args.sync_batchnorm,
+                                       seed=seed)
+            except Exception as e:  # a damaged or hostile checkpoint: one line naming it
+                if not args.resume:
+                    raise
+                raise resume_error(last or ckpt_dir, e) from e
             if args.resume and main and not args.quiet:
                 t = built.trainer
                 print(f"resumed from {last} (epoch {t.epoch}, step {t.global_step}, "
@@ -464,7 +550,7 @@ def train_main(args) -> int:
                 print("  " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in logs.items()), flush=True)
 
-        with staging as tmp:
+        with _writing(final), staging as tmp:
             cbs = [CSVLogger(tmp), *ckpt]
             if args.tensorboard:
                 cbs.append(TensorBoardLogger(tmp / "tensorboard"))
@@ -489,8 +575,11 @@ def train_main(args) -> int:
                 "name": r.name, "variant": run.name, "config": run.spec.model_dump(),
                 "meta": _meta(dev, time.perf_counter() - t0), "result": res})
             (tmp / "recipe.yaml").write_text(yaml.safe_dump(_recipe_dict(r), sort_keys=False))
-    except RecipeError as e:
-        return _fail(str(e))
+    except (ValueError, TypeError) as e:
+        err = _in_recipe(r, e)
+        if err is e:
+            raise
+        raise err from e
     finally:
         for c in ckpt:
             c.release()

@@ -48,14 +48,34 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
+import math
 import os
 import re
+import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from descend._validation import short_repr
+
 RECIPES_DIR = Path(__file__).parent / "recipes"
+
+# The documented ranges of a recipe's own fields (docs/main-job.md, "Limits"). They keep a
+# typo or a hostile file from asking for more memory or time than any real run needs;
+# arguments of components (optimizer.lr, model.hidden, ...) are checked by the components.
+MAX_SEED = 2**32 - 1          # numpy's seeds are 32-bit; torch and random take these too
+MAX_INT = 2**53               # any integer anywhere in a recipe: exact as a float
+LIMITS: dict[str, int] = {
+    "epochs": 1_000_000,
+    "batch_size": 1 << 24,     # also eval_batch_size
+    "seeds": 1000,             # seeds of one variant
+    "runs": 10_000,            # variants x grid values x seeds
+    "monitors": 1 << 31,       # a monitor interval, in steps
+    "name": 128,               # characters of a recipe or variant name
+    "parameters": int(os.environ.get("DESCEND_MAX_PARAMETERS", 100_000_000)),  # of one model
+    "parameter_tensors": 10_000,                                               # of one model
+}
 
 
 class RecipeError(ValueError):
@@ -109,10 +129,11 @@ class RunSpec(BaseModel):
     schedule_unit: Literal["step", "epoch"] = "step"
     schedule_scale: Literal["absolute", "relative"] = "absolute"
     batch_size: Any = 64
-    eval_batch_size: int = Field(default=1024, ge=1)
-    epochs: int = Field(ge=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    split_seed: int = 0
+    eval_batch_size: int = Field(default=1024, ge=1, le=LIMITS["batch_size"])
+    epochs: int = Field(ge=1, le=LIMITS["epochs"])
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        default_factory=lambda: [0], min_length=1, max_length=LIMITS["seeds"])
+    split_seed: int = Field(default=0, ge=0, le=MAX_SEED)
     target_accuracy: float = Field(default=0.9, gt=0, le=1)
     callbacks: list[Component] = Field(default_factory=list)
     regularizers: list[Component] = Field(default_factory=list)
@@ -136,7 +157,7 @@ class Recipe(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=LIMITS["name"])
     description: str = ""
     device: str = "cpu"
     variants: list[dict[str, Any]] = Field(default_factory=list)
@@ -149,6 +170,12 @@ class Recipe(BaseModel):
         """Expand variants x grid into validated :class:`Run` objects."""
         variants = self.variants or [{"name": "base"}]
         names = [k for k in self.grid]
+        n_runs = len(variants) * math.prod(len(self.grid[k]) for k in names)
+        if n_runs > LIMITS["runs"]:
+            raise RecipeError(f"{self.source}: {'grid' if names else 'variants'}: the recipe expands "
+                              f"to {n_runs} variants, more than the limit of {LIMITS['runs']}. "
+                              f"Received: {len(variants)} variants x "
+                              + " x ".join(f"{len(self.grid[k])} {k}" for k in names))
         combos = list(itertools.product(*(self.grid[k] for k in names))) if names else [()]
         runs, seen = [], set()
         for i, v in enumerate(variants):
@@ -162,6 +189,7 @@ class Recipe(BaseModel):
                 name = merged.get("name", "base")
                 if suffix:
                     name = f"{name}-" + "-".join(suffix)
+                check_name(f"{self.source}: {vpath + '.name' if vpath else 'name'}", name)
                 merged["name"] = name
                 if name in seen:
                     raise RecipeError(f"{self.source}: {vpath or 'variants'}.name: variant names must "
@@ -175,6 +203,11 @@ class Recipe(BaseModel):
                 run = Run(spec=spec, origin=origin, recipe=self)
                 run.check_static()
                 runs.append(run)
+        n_seeds = sum(len(r.spec.seeds) for r in runs)
+        if n_seeds > LIMITS["runs"]:
+            raise RecipeError(f"{self.source}: seeds: the recipe asks for {n_seeds} runs (variants x "
+                              f"seeds), more than the limit of {LIMITS['runs']}. Received: "
+                              f"{len(runs)} variants")
         return runs
 
 
@@ -228,15 +261,23 @@ class Run:
     def check_static(self) -> None:
         """Checks that need no registry: batch size and files named in the recipe."""
         bs = self.spec.batch_size
-        if isinstance(bs, bool) or not isinstance(bs, (int, dict)) or (isinstance(bs, int) and bs < 1):
-            raise self.error(["batch_size"], "`batch_size` must be an integer >= 1 or a schedule "
-                             f"mapping. Received: batch_size={bs!r}")
+        if isinstance(bs, bool) or not isinstance(bs, (int, dict)) or \
+                (isinstance(bs, int) and not 1 <= bs <= LIMITS["batch_size"]):
+            raise self.error(["batch_size"], f"`batch_size` must be an integer in [1, "
+                             f"{LIMITS['batch_size']}] or a schedule mapping. Received: batch_size={bs!r}")
+        seeds = self.spec.seeds
+        if len(set(seeds)) != len(seeds):
+            dup = next(x for x in seeds if seeds.count(x) > 1)
+            raise self.error(["seeds"], f"`seeds` must be distinct (a seed run twice adds no "
+                             f"information but counts twice in the mean). Received: seeds={seeds!r} "
+                             f"({dup} twice)")
         mon = self.spec.monitors
-        ok = isinstance(mon, bool) or (isinstance(mon, int) and mon >= 1) or (
+        ok = isinstance(mon, bool) or (isinstance(mon, int) and 1 <= mon <= LIMITS["monitors"]) or (
             isinstance(mon, list) and all(isinstance(m, dict) and isinstance(m.get("name"), str)
                                           for m in mon))
         if not ok:
-            raise self.error(["monitors"], "`monitors` must be true, false, an interval >= 1 or a "
+            raise self.error(["monitors"], "`monitors` must be true, false, an interval in [1, "
+                             f"{LIMITS['monitors']}] or a "
                              "list of {name: ..., ...} monitors (descend.train.CALLBACKS). "
                              f"Received: monitors={mon!r}")
         root = self.spec.data.kwargs.get("root")
@@ -321,20 +362,21 @@ def pydantic_message(e: ValidationError, origin: Origin | None, allowed: set[str
     err = e.errors()[0]
     parts = list(err["loc"])
     path = origin.path(parts) if origin else join_path(parts)
-    leaf = str(parts[-1]) if parts else "recipe"
+    named = [i for i, p in enumerate(parts) if isinstance(p, str)]
+    leaf = join_path(parts[named[-1]:]) if named else "recipe"  # seeds[0], not 0
     value = err.get("input")
     kind = err["type"]
     if kind == "extra_forbidden":
         keys = sorted(allowed if allowed is not None else (TOP_KEYS if len(parts) == 1 and origin is None
                                                            else RUN_KEYS | {"name"}))
-        close = difflib.get_close_matches(leaf, keys, n=1)
+        close = difflib.get_close_matches(str(parts[-1]), keys, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        return (f"{path}: unknown key {leaf!r} (allowed: {', '.join(keys)}).{hint} "
-                f"Received: {leaf}={value!r}")
+        return (f"{path}: unknown key {parts[-1]!r} (allowed: {', '.join(keys)}).{hint} "
+                f"Received: {parts[-1]}={short_repr(value)}")
     if kind == "missing":
         return f"{path}: `{leaf}` is required but missing."
     if kind in _TYPE_WORDS:
-        return f"{path}: `{leaf}` must be {_TYPE_WORDS[kind]}. Received: {leaf}={value!r}"
+        return f"{path}: `{leaf}` must be {_TYPE_WORDS[kind]}. Received: {leaf}={short_repr(value)}"
     msg = err["msg"]
     for prefix, verb in (("Input should be ", "be "), ("String should ", ""), ("List should ", "")):
         if msg.startswith(prefix):
@@ -342,7 +384,7 @@ def pydantic_message(e: ValidationError, origin: Origin | None, allowed: set[str
             break
     else:
         cond = "be valid: " + msg
-    return f"{path}: `{leaf}` must {cond}. Received: {leaf}={value!r}"
+    return f"{path}: `{leaf}` must {cond}. Received: {leaf}={short_repr(value)}"
 
 
 def find(recipe: str | os.PathLike) -> Path:
@@ -376,26 +418,49 @@ def load(recipe: str | os.PathLike | dict[str, Any], *, overrides: dict[str, Any
     ``overrides`` replace top-level fields after reading (``{"epochs": 2, "seeds": [0]}``),
     as the command line's ``--epochs`` / ``--seeds`` / ``--device`` do.
 
+    Besides the fields' own checks, a recipe is refused (with the file, the field path and
+    the value) when it is not a UTF-8 text file of at most 1 MiB, writes a key twice,
+    expands to more than 100,000 values (YAML anchors) or nests deeper than 64 levels,
+    holds a non-finite number or an integer beyond 2**53 anywhere, a key that is not a
+    string, a variant name that is not a plain name (see :func:`check_name`), or exceeds
+    a limit of :data:`LIMITS` (epochs, seeds, batch sizes, runs, monitor interval).
+
     Example:
         >>> r = load("tiny")
         >>> [run.name for run in r.runs()][:2]
         ['sgd', 'momentum']
+        >>> load({"name": "r", "data": {"name": "digits"}, "model": {"name": "mlp"},
+        ...       "optimizer": {"name": "sgd", "lr": float("nan")}, "epochs": 1})
+        Traceback (most recent call last):
+        descend.experiments.recipe.RecipeError: <recipe>: optimizer.lr: `lr` must be finite. Received: lr=nan
     """
+    from descend.io import check_tree, load_yaml
     if isinstance(recipe, dict):
-        raw, source, folder = copy.deepcopy(recipe), "<recipe>", "."
+        source, folder = "<recipe>", "."
+        try:
+            check_tree(recipe, source)
+        except Exception as e:  # a mapping that refers to itself, or is too large
+            raise RecipeError(str(e)) from None
+        raw = copy.deepcopy(recipe)
     else:
         path = find(recipe)
-        from descend.io import load_yaml
         try:
             raw = load_yaml(path)
-        except Exception as e:  # corrupt or unsafe YAML: the io module's message names the file
+        except Exception as e:  # corrupt, unsafe or too large: the io module's message names the file
             raise RecipeError(str(e)) from None
         source, folder = str(path), str(path.parent)
         if isinstance(raw, dict):
             raw.setdefault("name", path.stem)
     if not isinstance(raw, dict):
-        raise RecipeError(f"{source}: a recipe must be a mapping of fields. Received: {type(raw).__name__}")
+        raise RecipeError(f"{source}: a recipe must be a mapping of fields. Received: "
+                          f"{type(raw).__name__} {short_repr(raw)}")
+    check_values(raw, source)
+    for k, want, what in (("variants", list, "a list of variants"),
+                          ("grid", dict, "a mapping of dotted paths to lists")):
+        if k in raw and not isinstance(raw[k], want):
+            raise RecipeError(f"{source}: {k}: `{k}` must be {what}. Received: {k}={short_repr(raw[k])}")
     for k, v in (overrides or {}).items():
+        check_values(v, source, k)
         raw[k] = v
         for variant in raw.get("variants") or []:
             if isinstance(variant, dict):
@@ -406,35 +471,205 @@ def load(recipe: str | os.PathLike | dict[str, Any], *, overrides: dict[str, Any
         close = difflib.get_close_matches(str(k), sorted(TOP_KEYS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise RecipeError(f"{source}: {k}: unknown key {k!r} (allowed: {', '.join(sorted(TOP_KEYS))})."
-                          f"{hint} Received: {k}={raw[k]!r}")
+                          f"{hint} Received: {k}={short_repr(raw[k])}")
+    if "name" in raw and not isinstance(raw["name"], str):
+        raise RecipeError(f"{source}: name: `name` must be a string. Received: name={short_repr(raw['name'])}")
     for i, v in enumerate(raw.get("variants") or []):
         if not isinstance(v, dict):
             raise RecipeError(f"{source}: variants[{i}]: a variant must be a mapping of fields. "
-                              f"Received: variants[{i}]={v!r}")
+                              f"Received: variants[{i}]={short_repr(v)}")
         if "name" not in v:
             raise RecipeError(f"{source}: variants[{i}].name: `name` is required but missing.")
+        check_name(f"{source}: variants[{i}].name", v["name"])
         bad = [k for k in v if k not in RUN_KEYS | {"name"}]
         if bad:
             close = difflib.get_close_matches(str(bad[0]), sorted(RUN_KEYS), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise RecipeError(f"{source}: variants[{i}].{bad[0]}: unknown key {bad[0]!r} "
                               f"(allowed: {', '.join(sorted(RUN_KEYS | {'name'}))}).{hint} "
-                              f"Received: {bad[0]}={v[bad[0]]!r}")
-    for key in (raw.get("grid") or {}):
-        if not isinstance(key, str) or key.split(".")[0] not in RUN_KEYS:
+                              f"Received: {bad[0]}={short_repr(v[bad[0]])}")
+    for where, section in [("", raw)] + [(f"variants[{i}].", v) for i, v in enumerate(raw.get("variants") or [])]:
+        check_components(f"{source}: {where}", section)
+    for key, values in (raw.get("grid") or {}).items():
+        if not isinstance(key, str) or key.split(".")[0] not in RUN_KEYS or \
+                any(not part for part in key.split(".")):
             raise RecipeError(f"{source}: grid.{key}: a grid key must be a dotted path into a "
                               f"variant field (e.g. optimizer.lr). Received: grid key {key!r}")
+        if not isinstance(values, list) or not values:
+            raise RecipeError(f"{source}: grid.{key}: `{key}` must be a non-empty list of values. "
+                              f"Received: {key}={short_repr(values)}")
     top = {k: raw[k] for k in ("name", "description", "device", "variants", "grid") if k in raw}
     base = {k: v for k, v in raw.items() if k in RUN_KEYS}
     try:
         r = Recipe(**top, base=base, source=source, folder=folder)
     except ValidationError as e:
         raise RecipeError(f"{source}: " + pydantic_message(e, None)) from None
-    for key, values in r.grid.items():
-        if not values:
-            raise RecipeError(f"{source}: grid.{key}: `{key}` must be a non-empty list. Received: {values!r}")
     r.runs()  # validate the expansion now
     return r
+
+
+_NAME_BAD = re.compile(r"[/\\\x00-\x1f\x7f]")
+# Unicode control, format (e.g. U+202E, right-to-left override), surrogate, private-use,
+# unassigned and line/paragraph separator characters: invisible or misleading in a file name.
+_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def check_name(where: str, name: Any) -> str:
+    """Check a variant name: a string of 1 to ``LIMITS["name"]`` characters, no path separator
+    (``/``, ``\\``), control or invisible formatting character (such as U+202E), not starting
+    with ``.`` nor with or ending in a space (it becomes part of file and folder names).
+    ``where`` prefixes the error.
+
+    >>> check_name("r.yaml: variants[0].name", "adam-lr=0.1")
+    'adam-lr=0.1'
+    >>> check_name("r.yaml: variants[1].name", "../../victim")
+    Traceback (most recent call last):
+    descend.experiments.recipe.RecipeError: r.yaml: variants[1].name: `name` must be a plain name (no '/', '\\', control or invisible characters, not starting with '.'). Received: name='../../victim'
+    """
+    if not isinstance(name, str):
+        raise RecipeError(f"{where}: `name` must be a string. Received: name={short_repr(name)}")
+    if not 1 <= len(name) <= LIMITS["name"]:
+        raise RecipeError(f"{where}: `name` must have 1 to {LIMITS['name']} characters. "
+                          f"Received: name={short_repr(name)} ({len(name)} characters)")
+    if _NAME_BAD.search(name) or name.startswith(".") or name != name.strip() or \
+            any(unicodedata.category(c) in _INVISIBLE for c in name):
+        raise RecipeError(f"{where}: `name` must be a plain name (no '/', '\\', control or "
+                          f"invisible characters, not starting with '.'). Received: name={short_repr(name)}")
+    return name
+
+
+COMPONENT_KEYS = ("data", "model", "init", "loss", "optimizer")   # {name: ..., **kwargs}
+COMPONENT_LISTS = ("callbacks", "regularizers")                   # lists of them
+
+
+def check_components(where: str, section: dict[str, Any]) -> None:
+    """Components written in the shared fields or in one variant: each a mapping whose
+    ``name``, where written, is a string (even one that every variant replaces).
+
+    >>> check_components("r.yaml: ", {"optimizer": {"name": "sgd"}, "callbacks": [{"name": "x"}]})
+    >>> check_components("r.yaml: ", {"optimizer": {"name": ["sgd"]}})
+    Traceback (most recent call last):
+    descend.experiments.recipe.RecipeError: r.yaml: optimizer.name: `name` must be a string. Received: name=['sgd']
+    """
+    items = [(k, section[k]) for k in COMPONENT_KEYS if k in section and not (k == "init" and section[k] is None)]
+    for k in COMPONENT_LISTS:
+        if isinstance(section.get(k), list):
+            items += [(f"{k}[{i}]", c) for i, c in enumerate(section[k])]
+    for key, comp in items:
+        if not isinstance(comp, dict):
+            raise RecipeError(f"{where}{key}: `{key.split('[')[0]}` must be a mapping with a `name` key. "
+                              f"Received: {key}={short_repr(comp)}")
+        if "name" in comp and not isinstance(comp["name"], str):
+            raise RecipeError(f"{where}{key}.name: `name` must be a string. Received: "
+                              f"name={short_repr(comp['name'])}")
+
+
+def check_seed(where: str, seed: Any) -> int:
+    """Check a seed: an integer in ``[0, 2**32 - 1]`` (what numpy, torch and random all take).
+
+    >>> check_seed("--seed", 3)
+    3
+    >>> check_seed("--seed", -1)
+    Traceback (most recent call last):
+    descend.experiments.recipe.RecipeError: --seed: `seed` must be an integer in [0, 4294967295]. Received: seed=-1
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise RecipeError(f"{where}: `seed` must be an integer in [0, {MAX_SEED}]. "
+                          f"Received: seed={short_repr(seed)}")
+    return seed
+
+
+def check_values(value: Any, source: str, path: str = "") -> None:
+    """Refuse, anywhere in ``value``, a non-finite number, an integer beyond ``2**53`` in size
+    and a mapping key that is not a string; the error names the field path.
+
+    >>> check_values({"optimizer": {"lr": 0.1}, "seeds": [0, 1]}, "r.yaml")
+    >>> check_values({"variants": [{"optimizer": {"lr": float("inf")}}]}, "r.yaml")
+    Traceback (most recent call last):
+    descend.experiments.recipe.RecipeError: r.yaml: variants[0].optimizer.lr: `lr` must be finite. Received: lr=inf
+    """
+    stack: list[tuple[Any, list[Any]]] = [(value, [path] if path else [])]
+    while stack:
+        node, parts = stack.pop()
+        leaf = join_path(parts[max((i for i, p in enumerate(parts) if isinstance(p, str)), default=0):]) \
+            if parts else "value"
+        where = f"{source}: {join_path(parts)}" if parts else source
+        if isinstance(node, bool) or node is None or isinstance(node, str):
+            continue
+        if isinstance(node, float) and not math.isfinite(node):
+            raise RecipeError(f"{where}: `{leaf}` must be finite. Received: {leaf}={node!r}")
+        if isinstance(node, int) and abs(node) > MAX_INT and not _bounded(parts):
+            raise RecipeError(f"{where}: `{leaf}` must be an integer between -2**53 and 2**53. "
+                              f"Received: {leaf}={short_repr(node)}")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    raise RecipeError(f"{where}: keys must be strings. Received: key {short_repr(k)} "
+                                      f"({type(k).__name__})")
+                stack.append((v, parts + [k]))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, parts + [i]) for i, v in enumerate(node))
+
+
+# Fields whose own range (checked with the types) is the clearer message for a huge integer.
+_BOUNDED_FIELDS = {"seeds", "split_seed", "epochs", "eval_batch_size", "batch_size", "monitors"}
+
+
+def _bounded(parts: list[Any]) -> bool:
+    names = [p for p in parts if isinstance(p, str)]
+    top = names[0] if names and (parts[0] == names[0]) else None
+    field = names[1] if top == "variants" and len(names) > 1 else top
+    return field in _BOUNDED_FIELDS and (len(names) == 1 or (top == "variants" and len(names) == 2))
+
+
+def check_model_size(run: "Run", make: Any) -> None:
+    """Build the model ``make()`` returns on torch's meta device (no memory) and refuse it when
+    it would have more than ``LIMITS["parameters"]`` parameters (or ``LIMITS["parameter_tensors"]``
+    tensors); the count stops as soon as a limit is passed. A model that cannot be built on
+    the meta device is not checked here (it is built for real next).
+
+    >>> r = load({"name": "r", "data": {"name": "digits"}, "model": {"name": "mlp"},
+    ...           "optimizer": {"name": "sgd"}, "epochs": 1})
+    >>> import torch
+    >>> check_model_size(r.runs()[0], lambda: torch.nn.Linear(64, 10))
+    >>> check_model_size(r.runs()[0], lambda: torch.nn.Linear(64, 2**40))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    descend.experiments.recipe.RecipeError: <recipe>: model: the model would have more than 100,000,000 parameters...
+    """
+    import torch
+
+    limit, max_tensors = LIMITS["parameters"], LIMITS["parameter_tensors"]
+    count = [0, 0]
+
+    class TooLarge(Exception):
+        pass
+
+    def hook(module, name, param):
+        if param is not None:
+            count[0] += param.numel()
+            count[1] += 1
+            if count[0] > limit or count[1] > max_tensors:
+                raise TooLarge
+
+    handle = torch.nn.modules.module.register_module_parameter_registration_hook(hook)
+    too_large = False
+    try:
+        with torch.device("meta"):
+            make()
+    except TooLarge:
+        too_large = True
+    except (ValueError, TypeError):
+        raise  # the real build raises the same; the caller names the field
+    except Exception as e:  # noqa: BLE001 - e.g. an operation the meta device lacks
+        too_large = isinstance(e, OverflowError) or "overflow" in str(e).lower()
+    finally:
+        handle.remove()
+    if too_large:
+        what = (f"more than {limit:,} parameters" if count[1] <= max_tensors
+                else f"more than {max_tensors:,} parameter tensors")
+        raise run.error(["model"], f"the model would have {what}, the limit of a recipe's model "
+                        f"(LIMITS in descend.experiments.recipe; DESCEND_MAX_PARAMETERS in the "
+                        f"environment). Received: model={short_repr(run.spec.model.as_dict())}")
 
 
 _BACKTICK = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)")

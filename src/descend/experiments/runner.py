@@ -30,7 +30,8 @@ from typing import Any, Callable
 
 import torch
 
-from descend.experiments.recipe import DATA_PIPELINE_KEYS, Component, RecipeError, Run, field_of
+from descend.experiments.recipe import (DATA_PIPELINE_KEYS, Component, RecipeError, Run,
+                                        check_model_size, field_of)
 
 
 @dataclass
@@ -140,9 +141,12 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
     data = load_data(run, cache)
     torch.manual_seed(seed)
     from descend.nn import MODELS
-    model = _guard(run, ["model"], spec.model.as_dict(), lambda: MODELS.create(
-        spec.model.name, input_shape=tuple(data.input_shape), num_classes=data.num_classes,
-        **spec.model.kwargs))
+
+    def make_model():
+        return MODELS.create(spec.model.name, input_shape=tuple(data.input_shape),
+                             num_classes=data.num_classes, **spec.model.kwargs)
+    _guard(run, ["model"], spec.model.as_dict(), lambda: check_model_size(run, make_model))
+    model = _guard(run, ["model"], spec.model.as_dict(), make_model)
     if spec.init is not None:
         from descend import init
         _guard(run, ["init"], spec.init.as_dict(),

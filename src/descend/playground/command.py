@@ -32,7 +32,17 @@ def run(args: argparse.Namespace) -> int:
     from descend._validation import check_int
     from descend.playground.server import serve
 
-    check_int("port", args.port, ge=0, le=65535)
-    check_int("max_sessions", args.max_sessions, ge=1, le=1024)
-    return serve(args.host, args.port, open_browser=not args.no_browser,
-                 max_sessions=args.max_sessions, verbose=args.verbose)
+    for flag, name, value, hi in (("--port", "port", args.port, 65535),
+                                  ("--max-sessions", "max_sessions", args.max_sessions, 1024)):
+        try:
+            check_int(name, value, ge=0 if name == "port" else 1, le=hi)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{flag}: {e}") from None
+    try:
+        return serve(args.host, args.port, open_browser=not args.no_browser,
+                     max_sessions=args.max_sessions, verbose=args.verbose)
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, f"cannot serve on {args.host}:{args.port}: "
+                               f"{e.strerror or e}") from e

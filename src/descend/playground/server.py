@@ -97,7 +97,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> dict | None:
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._error(400, "`Content-Length` must be an integer >= 0. Received: "
+                             f"{self.headers.get('Content-Length')!r}")
+            return None
         if length > MAX_BODY:
             self._error(413, f"request body must be at most {MAX_BODY} bytes. Received: {length}")
             return None
@@ -107,8 +114,8 @@ class Handler(BaseHTTPRequestHandler):
             return None
         try:
             body = json.loads(raw or b"{}")
-        except (ValueError, UnicodeDecodeError) as e:
-            self._error(400, f"request body must be valid JSON ({e})")
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            self._error(400, f"request body must be valid JSON ({str(e) or 'nested too deeply'})")
             return None
         if not isinstance(body, dict):
             self._error(400, f"request body must be a JSON object. Received: {type(body).__name__}")

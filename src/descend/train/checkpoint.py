@@ -42,13 +42,16 @@ import torch
 
 from descend._validation import check_choice, check_int, check_range, fail
 from descend._filelock import FileLock, FolderInUseError
-from descend.io import (CorruptFileError, FileSafetyError, load_state, load_weights, save_state,
-                        save_weights, write_text)
+from descend.io import (CorruptFileError, FileSafetyError, check_layout, load_json, load_state,
+                        load_weights, save_state, save_weights, write_text)
 from descend.callbacks import CALLBACKS, Callback, MonitorCallback
 
 log = logging.getLogger("descend.train")
 
 FORMAT = 1
+# What state.pt holds, checked before anything is restored from it.
+_STATE_LAYOUT = {"format": int, "trainer": dict, "optimizer": dict, "schedulers": [dict],
+                 "callbacks": [{"class": str, "state": dict}], "rng": dict}
 _NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)$")
 #: The lock file of a checkpoint folder owned by a fit (see CheckpointCallback.acquire).
 LOCK_NAME = ".lock"
@@ -220,12 +223,12 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     mf = path / "manifest.json"
     if not mf.is_file():
         raise CorruptFileError(f"{path} is not a complete checkpoint (no manifest.json).")
-    try:
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
-        sums = manifest["sha256"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise CorruptFileError(f"{mf} is corrupted: {e}") from None
+    manifest = check_layout(load_json(mf, max_bytes=1 << 20), {"sha256": {str: str}}, str(mf))
+    sums = manifest["sha256"]
     for fname, want in sums.items():
+        if fname not in ("model.safetensors", "state.pt"):
+            raise CorruptFileError(f"{mf} is corrupted: it names a file a checkpoint does not hold. "
+                                   f"Received: {fname!r}")
         f = path / fname
         if not f.is_file():
             raise CorruptFileError(f"{f} is missing from checkpoint {path}.")
@@ -270,13 +273,10 @@ def restore(trainer, path: str | os.PathLike, *, rng: bool = True) -> dict[str, 
         raise CorruptFileError(f"{e}{hint}") from None
     model = _unwrap(trainer.model)
     weights = load_weights(path / "model.safetensors", model.state_dict(), device="cpu")
-    state = load_state(path / "state.pt")
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        got = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CorruptFileError(f"{path / 'state.pt'} has format {got!r}, expected {FORMAT}.")
-    missing = [k for k in ("trainer", "optimizer", "schedulers", "callbacks", "rng") if k not in state]
-    if missing:
-        raise CorruptFileError(f"{path / 'state.pt'} lacks {', '.join(missing)}: not a descend checkpoint.")
+    state = check_layout(load_state(path / "state.pt"), {"format": int}, str(path / "state.pt"))
+    if state.get("format") != FORMAT:
+        raise CorruptFileError(f"{path / 'state.pt'} has format {state.get('format')!r}, expected {FORMAT}.")
+    check_layout(state, _STATE_LAYOUT, str(path / "state.pt"))
     pairs = _match_callbacks(trainer.callbacks, state["callbacks"], path)
     if len(state["schedulers"]) != len(trainer.schedulers):
         raise ValueError(f"`schedulers` must match the checkpoint's ({len(state['schedulers'])}). "
