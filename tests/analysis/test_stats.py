@@ -54,7 +54,9 @@ def test_paired_t_test_is_the_formula_and_scipy():
     assert w["p"] == pytest.approx(sps.wilcoxon(d).pvalue)
     # missing values drop the pair; degenerate cases
     assert stats.paired_test([1.0, None, 3.0], [1.0, 2.0, 2.0])["n"] == 2
-    assert stats.paired_test([1.0, 2.0], [0.0, 1.0])["p"] == 0.0  # the same difference on every seed
+    # the same difference on every seed: the exact sign-flip p-value 2 / 2^n, not 0
+    assert stats.paired_test([1.0, 2.0], [0.0, 1.0])["p"] == 0.5
+    assert stats.paired_test([1.0] * 6, [0.0] * 6)["p"] == pytest.approx(2 / 64)
     assert stats.paired_test([1.0], [0.0])["p"] is None
     with pytest.raises(ValueError, match="`b` must be as long as `a`"):
         stats.paired_test([1.0, 2.0], [1.0])

@@ -66,7 +66,8 @@ def _t(level: float, df: float) -> float:
     return float(stats.t.ppf(0.5 + level / 2, df))
 
 
-def mean_ci(values: Sequence[Any], level: float = LEVEL) -> dict[str, Any]:
+def mean_ci(values: Sequence[Any], level: float = LEVEL,
+            bounds: tuple[float, float] | None = None) -> dict[str, Any]:
     """Mean, sample standard deviation and the Student-t confidence interval of the mean.
 
     ``m +- t_{(1+level)/2, n-1} * s / sqrt(n)`` with ``s`` the sample standard deviation
@@ -77,6 +78,9 @@ def mean_ci(values: Sequence[Any], level: float = LEVEL) -> dict[str, Any]:
     Args:
         values: one number per seed (``None``/non-finite values are left out).
         level: confidence level in (0, 1) (default 0.95).
+        bounds: the range the quantity cannot leave (``(0, 1)`` for an accuracy): the
+            interval is clipped to it (the t-interval knows nothing of the range; with
+            few seeds it can reach past 100%).
 
     Returns:
         ``{"mean", "std", "n", "lo", "hi", "level"}`` (``None`` where undefined).
@@ -98,7 +102,10 @@ def mean_ci(values: Sequence[Any], level: float = LEVEL) -> dict[str, Any]:
         return {"mean": m, "std": 0.0, "n": 1, "lo": None, "hi": None, "level": level}
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
     half = _t(level, n - 1) * sd / math.sqrt(n)
-    return {"mean": m, "std": sd, "n": n, "lo": m - half, "hi": m + half, "level": level}
+    lo, hi = m - half, m + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": m, "std": sd, "n": n, "lo": lo, "hi": hi, "level": level}
 
 
 def bootstrap_ci(values: Sequence[Any], stat: Callable[[np.ndarray], float] = np.mean, *,
@@ -166,6 +173,8 @@ def paired_test(a: Sequence[Any], b: Sequence[Any], *, method: str = "t",
         (0.014, True, True)
         >>> paired_test([0.9, 0.8], [0.9, 0.8])["p"]          # identical runs
         1.0
+        >>> paired_test([3, 4, 5, 6, 7], [2, 3, 4, 5, 6])["p"]  # the same difference on 5 seeds: 2/2^5
+        0.0625
     """
     check_choice("method", method, ["t", "wilcoxon"])
     xa, xb = _pairs(a, b)
@@ -177,7 +186,7 @@ def paired_test(a: Sequence[Any], b: Sequence[Any], *, method: str = "t",
     if n < 2:
         return out
     if np.all(d == d[0]):
-        out["p"] = 1.0 if d[0] == 0 else 0.0
+        out["p"] = 1.0 if d[0] == 0 else min(1.0, 2.0 ** (1 - n))
         return out
     from scipy import stats
     if method == "t":
@@ -211,9 +220,9 @@ def unpaired_test(a: Sequence[Any], b: Sequence[Any], *, level: float = LEVEL) -
     if na < 2 or nb < 2:
         return out
     va, vb = xa.var(ddof=1) / na, xb.var(ddof=1) / nb
-    if va + vb == 0:
+    if va + vb == 0:  # constant groups: the exact permutation p-value, 2 / C(na + nb, na)
         out["lo"] = out["hi"] = out["diff"]
-        out["p"] = 1.0 if out["diff"] == 0 else 0.0
+        out["p"] = 1.0 if out["diff"] == 0 else min(1.0, 2.0 / math.comb(na + nb, na))
         return out
     df = (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
     half = _t(level, df) * math.sqrt(va + vb)
@@ -249,7 +258,7 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
 
 def compare_variants(values: Mapping[str, Sequence[Any]], *, seeds: Mapping[str, Sequence[int]] | None = None,
                      higher_is_better: bool = True, alpha: float = ALPHA, level: float = LEVEL,
-                     method: str = "t") -> dict[str, Any]:
+                     method: str = "t", bounds: tuple[float, float] | None = None) -> dict[str, Any]:
     """Who won: intervals, every pairwise test (Holm-corrected), a ranking and the best.
 
     Each variant has one value per seed. Two variants that ran the same seeds are compared
@@ -266,6 +275,7 @@ def compare_variants(values: Mapping[str, Sequence[Any]], *, seeds: Mapping[str,
         higher_is_better: True for accuracy, False for a loss or steps.
         alpha: the family-wise error rate (default 0.05). level: of the intervals.
         method: ``"t"`` or ``"wilcoxon"`` for the paired tests.
+        bounds: the range of the values (``(0, 1)`` for accuracies), clips their intervals.
 
     Returns:
         ``{"best", "rows", "pairs", "separable", "alpha", "level", "correction",
@@ -288,7 +298,7 @@ def compare_variants(values: Mapping[str, Sequence[Any]], *, seeds: Mapping[str,
     if not names:
         fail("values", "a mapping of at least one variant to its values", values)
     sign = 1.0 if higher_is_better else -1.0
-    cis = {v: mean_ci(values[v], level) for v in names}
+    cis = {v: mean_ci(values[v], level, bounds) for v in names}
     score = {v: (sign * cis[v]["mean"] if cis[v]["mean"] is not None else -math.inf) for v in names}
     order = sorted(names, key=lambda v: -score[v])  # stable: ties keep recipe order
     pairs = []
@@ -458,12 +468,13 @@ def fmt_p(p: float | None) -> str:
 
 
 def verdict(result: dict[str, Any], *, what: str, scale: float = 1.0, unit: str = "", diff_unit: str | None = None,
-            digits: int = 1) -> list[str]:
+            digits: int = 1, best_word: str = "best") -> list[str]:
     """The answer of :func:`compare_variants` in words, first line first.
 
     ``what`` names the measure ("test accuracy"); values are shown times ``scale`` with
-    ``unit`` ("%" for accuracies, whose differences are "points"). When no pairwise
-    difference is significant, the first line says the data cannot separate the variants.
+    ``unit`` ("%" for accuracies, whose differences are "points"); ``best_word`` is what
+    the leader is called ("best", "fastest"). When no pairwise difference is significant,
+    the first line says the data cannot separate the variants.
 
     Example:
         >>> res = compare_variants({"adam": [0.97, 0.975, 0.98, 0.972, 0.978],
@@ -504,7 +515,7 @@ def verdict(result: dict[str, Any], *, what: str, scale: float = 1.0, unit: str 
         lines.append(f"Highest mean: {best['variant']}, {what} {_num(best['mean'], scale, digits)}{u} "
                      f"{interval(best)}{tail}.")
         return lines
-    lines.append(f"{best['variant']} best: {what} {_num(best['mean'], scale, digits)}{u} {interval(best)} "
+    lines.append(f"{best['variant']} {best_word}: {what} {_num(best['mean'], scale, digits)}{u} {interval(best)} "
                  f"(mean [{level}% CI] over {seeds}).")
     for r in rows:
         if r["variant"] == best["variant"]:
