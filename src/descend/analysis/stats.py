@@ -512,7 +512,7 @@ def verdict(result: dict[str, Any], *, what: str, scale: float = 1.0, unit: str 
         tail = (f"; differences up to {_num(max(spread), scale, digits)}{du} are within the {level}% "
                 f"intervals, so more seeds or a larger validation/test set are needed to tell them apart"
                 if spread else "")
-        lines.append(f"Highest mean: {best['variant']}, {what} {_num(best['mean'], scale, digits)}{u} "
+        lines.append(f"{'Highest' if result['higher_is_better'] else 'Lowest'} mean: {best['variant']}, {what} {_num(best['mean'], scale, digits)}{u} "
                      f"{interval(best)}{tail}.")
         return lines
     lines.append(f"{best['variant']} {best_word}: {what} {_num(best['mean'], scale, digits)}{u} {interval(best)} "
