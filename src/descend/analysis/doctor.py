@@ -18,11 +18,24 @@ finding             rule (all thresholds are keyword arguments of :func:`diagnos
 ``lr_too_small``    the loss falls by less than ``plateau_tol`` (relative) over the run,
                     from the start, without vanishing gradients (a plateau from step 0)
 ``overfitting``     validation loss at its minimum ``patience`` or more epochs before the end
-                    and ``rise_tol`` above it at the end, while training loss kept falling
+                    and risen above it at the end by more than ``rise_tol`` (relative)
+                    and more than ``noise_z`` standard deviations of the difference of two
+                    noisy values, while training loss kept falling (noise: below)
 ==================  ====================================================================
 
 The advice is what the notes recommend (initialization, normalization, learning rate,
 early stopping, regularization).
+
+The overfitting rule compares a rise of the validation loss with its noise, not with a
+fixed 2%: a validation loss that wanders by 5% from epoch to epoch rises 5% by chance.
+The noise ``sigma`` is the larger of the run-to-run spread (``spread``: the standard
+deviation over seeds of the validation loss, median over epochs, which :func:`doctor`
+computes for a ``descend compare`` folder with several seeds of a variant) and the
+within-run noise estimated from the second differences of the validation loss,
+``sigma = 1.4826 median|v_{t+1} - 2 v_t + v_{t-1}| / sqrt(6)`` (the second difference
+of white noise has variance ``6 sigma^2``; a smooth trend cancels in it; the median
+makes it robust to a few jumps). The rise must exceed ``noise_z * sqrt(2) * sigma`` (the
+difference of two noisy values), default ``noise_z = 3``.
 """
 
 from __future__ import annotations
@@ -133,10 +146,32 @@ def _median(xs):
     return statistics.median(xs) if xs else math.nan
 
 
+def noise_of(values) -> float:
+    """Robust within-run noise of a series: ``1.4826 median|second difference| / sqrt(6)``.
+
+    For ``v_t = trend + e_t`` with ``e_t`` white noise of standard deviation ``sigma`` and a
+    trend that is locally linear, ``v_{t+1} - 2 v_t + v_{t-1}`` has standard deviation
+    ``sqrt(6) sigma``; 1.4826 times the median absolute value estimates a normal standard
+    deviation (the MAD; Hampel 1974). Fewer than 3 finite values: 0.
+
+    >>> noise_of([1.0, 0.75, 0.5, 0.25])                     # a straight line has no noise
+    0.0
+    >>> import random; rng = random.Random(0)
+    >>> round(noise_of([0.5 + rng.gauss(0, 0.01) for _ in range(400)]), 3)
+    0.01
+    """
+    v = [x for x in (_num(x) for x in values) if math.isfinite(x)]
+    if len(v) < 3:
+        return 0.0
+    second = [abs(v[i + 1] - 2 * v[i] + v[i - 1]) for i in range(1, len(v) - 1)]
+    return 1.4826 * statistics.median(second) / math.sqrt(6)
+
+
 def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
              vanish_ratio: float = 1e-3, tiny_grad: float = 1e-8, dead_fraction: float = 0.5,
              saturated_fraction: float = 0.5, plateau_tol: float = 0.01, patience: int = 2,
-             rise_tol: float = 0.02, min_steps: int = 20) -> list[Finding]:
+             rise_tol: float = 0.02, min_steps: int = 20, noise_z: float = 3.0,
+             spread: float | None = None) -> list[Finding]:
     """Diagnose a training history; return the findings (empty: nothing found).
 
     Args:
@@ -146,6 +181,10 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
         blowup, explode_ratio, vanish_ratio, tiny_grad, dead_fraction,
         saturated_fraction, plateau_tol, patience, rise_tol: thresholds (table above).
         min_steps: fewer recorded steps than this skip the plateau test (default 20).
+        noise_z: how many noise standard deviations a validation-loss rise must exceed to
+            count as overfitting (default 3; module docstring).
+        spread: the run-to-run standard deviation of the validation loss, if known
+            (several seeds); None: the within-run estimate only.
 
     Example:
         >>> [f.code for f in diagnose({"loss": [2.3] * 50})]
@@ -160,6 +199,8 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
         check_range(name, v, gt=0, le=1)
     check_int("patience", patience, ge=1)
     check_int("min_steps", min_steps, ge=2)
+    check_range("noise_z", noise_z, ge=0)
+    check_range("spread", spread, ge=0, allow_none=True)
     h = normalize_history(history)
     steps, epochs, mons = h["steps"], h["epochs"], h["monitors"]
     loss = [_num(x) for x in steps.get("loss", [])] or [_num(x) for x in epochs.get("train_loss", [])]
@@ -245,9 +286,12 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
         best = min(range(len(val)), key=lambda i: val[i])
         last = len(val) - 1
         train_fell = len(tr) == len(val) and math.isfinite(tr[-1]) and tr[-1] < tr[best]
-        if last - best >= patience and val[-1] > val[best] * (1 + rise_tol) and train_fell:
+        sigma = max(noise_of(val), float(spread) if spread is not None and math.isfinite(spread) else 0.0)
+        need = max(rise_tol * val[best], noise_z * math.sqrt(2) * sigma)
+        if last - best >= patience and val[-1] - val[best] > need and train_fell:
             add("overfitting", f"validation loss was lowest at epoch {best + 1} ({val[best]:.4g}) "
-                               f"and rose to {val[-1]:.4g} by epoch {last + 1}, while the training "
+                               f"and rose to {val[-1]:.4g} by epoch {last + 1} (more than its noise: "
+                               f"{noise_z:g} x sqrt(2) x {sigma:.2g}), while the training "
                                f"loss fell from {tr[best]:.4g} to {tr[-1]:.4g}. Best epoch: {best + 1}.")
     return out
 
@@ -343,8 +387,40 @@ def doctor(run_dir, **thresholds) -> dict[str, list[Finding]]:
     >>> {label: [f.code for f in found] for label, found in doctor(d).items()}
     {'run': ['divergence']}
     """
-    return {label: diagnose(h, **thresholds) for label, h in load_histories(run_dir).items()}
+    histories = load_histories(run_dir)
+    groups: dict[str, list[str]] = {}
+    for label in histories:
+        groups.setdefault(label.rsplit(" (seed ", 1)[0], []).append(label)
+    out = {}
+    for group, labels in groups.items():
+        spread = thresholds.get("spread")
+        if spread is None and len(labels) >= 2:  # several seeds: their spread is the noise to beat
+            spread = seed_spread([histories[lb]["epochs"].get("val_loss", []) for lb in labels])
+        for label in labels:
+            out[label] = diagnose(histories[label], **{**thresholds, "spread": spread})
+    return out
+
+
+def seed_spread(curves: list[list]) -> float | None:
+    """The run-to-run spread of a per-epoch curve over seeds: the median over epochs of the
+    sample standard deviation across seeds (epochs that all seeds reached).
+
+    >>> round(seed_spread([[1.0, 0.5, 0.4], [1.2, 0.7, 0.4], [1.1, 0.6, 0.4]]), 3)
+    0.1
+    >>> seed_spread([[1.0]]) is None
+    True
+    """
+    curves = [[_num(x) for x in c] for c in curves if c]
+    if len(curves) < 2:
+        return None
+    n = min(len(c) for c in curves)
+    sds = []
+    for t in range(n):
+        xs = [c[t] for c in curves if math.isfinite(c[t])]
+        if len(xs) >= 2:
+            sds.append(statistics.stdev(xs))
+    return statistics.median(sds) if sds else None
 
 
 __all__ = ["ADVICE", "Finding", "diagnose", "doctor", "format_findings", "load_histories",
-           "normalize_history"]
+           "noise_of", "normalize_history", "seed_spread"]

@@ -378,11 +378,22 @@ class _Executor:
         def trainable(config):
             _ray_trainable(jobs[config["index"]])
 
+        reported: set[int] = set()
+
+        class Progress(tune.Callback):  # say each trial's result as it completes, not all at the end
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                i = trial.config["index"]
+                last = trial.last_result or {}
+                if on_done and "result" in last:
+                    reported.add(i)
+                    on_done(i, json.loads(last["result"]))
+
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": 1}), param_space=space,
             tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=self.max_concurrent,
                                         reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=str(self.storage), verbose=0))
+            run_config=tune.RunConfig(name=name, storage_path=str(self.storage), verbose=0,
+                                      callbacks=[Progress()]))
         grid = tuner.fit()
         out: list[dict[str, Any] | None] = [None] * len(jobs)
         for res in grid:
@@ -396,7 +407,7 @@ class _Executor:
                 rows = [] if df is None else [{k: (None if isinstance(v, float) and math.isnan(v) else v)
                                                for k, v in row.items()} for row in df.to_dict("records")]
                 out[i] = _partial(rows, jobs[i]["seed"])
-            if on_done:
+            if on_done and i not in reported:
                 on_done(i, out[i])
         return out  # type: ignore[return-value]
 
