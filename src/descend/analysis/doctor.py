@@ -119,8 +119,11 @@ def normalize_history(history) -> dict[str, dict[str, list]]:
     if not isinstance(history, dict):
         fail("history", "a History or a dict of lists", type(history).__name__, TypeError)
     if "steps" in history or "epochs" in history:
-        return {"steps": dict(history.get("steps") or {}), "epochs": dict(history.get("epochs") or {}),
-                "monitors": dict(history.get("monitors") or {})}
+        out = {"steps": dict(history.get("steps") or {}), "epochs": dict(history.get("epochs") or {}),
+               "monitors": dict(history.get("monitors") or {})}
+        if history.get("layer_names"):  # recorded by descend compare/train: readable layer names
+            out["layer_names"] = dict(history["layer_names"])
+        return out
     steps, epochs, monitors = {}, {}, {}
     for k, v in history.items():
         if k in ("train_loss", "val_loss", "train_acc", "val_acc", "epoch"):
@@ -201,8 +204,10 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
     check_int("min_steps", min_steps, ge=2)
     check_range("noise_z", noise_z, ge=0)
     check_range("spread", spread, ge=0, allow_none=True)
+    from descend.analysis.labels import column_label
     h = normalize_history(history)
     steps, epochs, mons = h["steps"], h["epochs"], h["monitors"]
+    labels = h.get("layer_names") or {}
     loss = [_num(x) for x in steps.get("loss", [])] or [_num(x) for x in epochs.get("train_loss", [])]
     gn = [_num(x) for x in steps.get("grad_norm", [])]
     if not any(math.isfinite(x) for x in gn):
@@ -244,8 +249,9 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
         names = list(layers)
         first, last = _median(layers[names[0]]), _median(layers[names[-1]])
         if last > 0 and first / last < vanish_ratio:
-            add("vanishing", f"the first layer's gradient norm ({names[0]}: {first:.3g}) is "
-                             f"{first / last:.2g} of the last layer's ({names[-1]}: {last:.3g}).")
+            add("vanishing", f"the first layer's gradient norm ({column_label(names[0], labels)}: {first:.3g}) is "
+                             f"{first / last:.2g} of the last layer's ({column_label(names[-1], labels)}: "
+                             f"{last:.3g}).")
             vanishing = True
     if not vanishing and finite_gn and max(finite_gn) < tiny_grad:
         add("vanishing", f"the global gradient norm stays below {tiny_grad:g} "
@@ -259,7 +265,7 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
         for layer, vals in _columns(mons, prefix).items():
             m = _median(vals[len(vals) // 2:])
             if math.isfinite(m) and m >= thr:
-                hits.append(f"{layer}: {m:.0%}")
+                hits.append(f"{column_label(layer, labels)}: {m:.0%}")
         if hits:
             what = "dead" if code == "dead_units" else "saturated"
             add(code, f"fraction of {what} units at or above {thr:.0%} in layer(s) " + ", ".join(hits) + ".")
@@ -339,7 +345,7 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
     >>> d = Path(tempfile.mkdtemp(), "lr0.1"); d.mkdir()
     >>> _ = (d / "results.json").write_text(json.dumps({"result": {"steps": {"loss": [1.0, 0.5]}, "epochs": {}}}))
     >>> load_histories(d)
-    {'lr0.1': {'steps': {'loss': [1.0, 0.5]}, 'epochs': {}, 'monitors': {}}}
+    {'lr0.1': {'steps': {'loss': [1.0, 0.5]}, 'epochs': {}, 'monitors': {}, 'layer_names': {}}}
     """
     root = Path(run_dir)
     if not root.is_dir():
@@ -354,7 +360,8 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
         if isinstance(data, dict) and "result" in data:
             label = str(data.get("variant") or data.get("name") or root.name)
             out[label] = {"steps": data["result"].get("steps", {}),
-                          "epochs": data["result"].get("epochs", {}), "monitors": monitors}
+                          "epochs": data["result"].get("epochs", {}), "monitors": monitors,
+                          "layer_names": data["result"].get("layer_names") or {}}
         elif isinstance(data, dict) and "variants" in data:
             for v in data["variants"]:
                 for r in v.get("runs", []):
@@ -364,7 +371,7 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
                         run_mon = json.loads((root / rel).read_text())
                     out[f"{v['name']} (seed {r.get('seed')})"] = {
                         "steps": r.get("steps", {}), "epochs": r.get("epochs", {}),
-                        "monitors": run_mon}
+                        "monitors": run_mon, "layer_names": r.get("layer_names") or {}}
         elif isinstance(data, dict) and ("steps" in data or "epochs" in data):
             out[root.name] = {"steps": data.get("steps", {}), "epochs": data.get("epochs", {}),
                               "monitors": data.get("monitors", monitors)}

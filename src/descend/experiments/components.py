@@ -136,7 +136,24 @@ def create_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
         return optim.create(name, params, **kwargs)
     cls = resolve(name)
     check_arguments(cls, kwargs)
-    return cls(params, **kwargs)
+    return _named_errors(cls, lambda: cls(params, **kwargs), kwargs)
+
+
+def _named_errors(cls: type, make, kwargs: dict[str, Any]):
+    """``make()``; a ValueError/TypeError of another library's constructor that shows one
+    argument's value is re-raised naming that argument (``"Invalid learning rate: -1.0"``
+    becomes "`lr` is invalid for torch.optim.nadam.NAdam: Invalid learning rate: -1.0.
+    Received: lr=-1.0")."""
+    try:
+        return make()
+    except (ValueError, TypeError) as e:
+        msg = str(e)
+        hits = [k for k, v in kwargs.items() if k in msg or (not isinstance(v, bool) and str(v) in msg)]
+        if len(hits) == 1 and f"`{hits[0]}`" not in msg:
+            k = hits[0]
+            raise type(e)(f"`{k}` is invalid for {cls.__module__}.{cls.__qualname__}: {msg}. "
+                          f"Received: {k}={kwargs[k]!r}") from None
+        raise
 
 
 LR_SCHEDULER_BASES = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
@@ -156,7 +173,7 @@ def create_lr_scheduler(name: str, optimizer: torch.optim.Optimizer, *, unit: st
     """
     cls = resolve(name, "schedule", LR_SCHEDULER_BASES)
     check_arguments(cls, kwargs, kind="schedule")
-    sched = cls(optimizer, **kwargs)
+    sched = _named_errors(cls, lambda: cls(optimizer, **kwargs), kwargs)
     sched.unit = unit
     return sched
 

@@ -237,7 +237,7 @@ def write_monitor_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tu
     for ax, (v, weights) in zip(axes, panels):
         rows = [{"steps": monitor_table(r, "grad_norm") or {}} for r in v["runs"]]
         x = _x(rows, "steps", "step")
-        from descend.experiments.labels import column_label
+        from descend.analysis.labels import column_label
         labels = next((r.get("layer_names") for r in v["runs"] if r.get("layer_names")), {})
         for j, name in enumerate(weights):
             color = cmap(j / max(1, len(weights) - 1) * 0.9)

@@ -213,7 +213,7 @@ def monitor_rows(variants: list[dict[str, Any]]) -> list[list[str]]:
     >>> monitor_rows([{"name": "plain", "runs": [{}]}])           # nothing monitored
     []
     """
-    from descend.experiments.labels import column_label
+    from descend.analysis.labels import column_label
     from descend.experiments.plots import layer_columns, monitor_table
 
     labels = next((r.get("layer_names") for v in variants for r in v["runs"] if r.get("layer_names")), {})

@@ -410,7 +410,7 @@ def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
     }
-    from descend.experiments.labels import layer_labels
+    from descend.analysis.labels import layer_labels
     result["layer_names"] = layer_labels(built.model)
     result["monitors"] = clean({k: {c: list(v) for c, v in table.items()}
                                 for k, table in (getattr(hist, "monitors", None) or {}).items()})

@@ -13,7 +13,7 @@ workload               data and model                                           
 =====================  =======================================================  ==========================
 ``digits_mlp``         8x8 digits (360 validation), MLP 64-128-10                validation acc 94%, 20 epochs
 ``mnist1d_cnn``        MNIST-1D (800 validation), the paper's CNN 3x25           validation acc 70%, 20 epochs
-``mnist1d_gru``        MNIST-1D, the paper's bidirectional GRU (hidden 6)        validation acc 60%, 15 epochs
+``mnist1d_gru``        MNIST-1D, the paper's bidirectional GRU (hidden 6)        validation acc 50%, 15 epochs
 ``noisy_quadratic``    noisy quadratic model, 32 dims, condition 100, linear     validation MSE 0.27 (floor 0.25), 20 epochs
 ``toy2d_spirals``      two spirals (800 validation), MLP 2-64-64-2               validation acc 90%, 30 epochs
 ``friedman_regression``  Friedman #1 (960 validation), MLP 10-64-64-1          validation MSE 0.07 (floor 0.04), 30 epochs
@@ -58,7 +58,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "data": {"name": "mnist1d", "val_fraction": 0.2},
         "model": {"name": "gru", "hidden_size": 6, "bidirectional": True, "readout": "all"},
         "loss": {"name": "cross_entropy"}, "metrics": ["accuracy"], "batch_size": 100, "epochs": 15,
-        "target_accuracy": 0.6, "eval_every": 16},
+        "target_accuracy": 0.5, "eval_every": 16},
     "noisy_quadratic": {
         "description": "noisy quadratic model: least squares, 32 dimensions, condition number 100, noise floor "
                        "0.25 (5120 train, 1280 validation, 1600 test), linear model",

@@ -1,4 +1,4 @@
-"""Readable layer names for reports: ``layer 1 (Linear 64→128)`` instead of ``1.0``.
+"""Readable layer names for reports and the doctor: ``layer 1 (Linear 64→128)`` instead of ``1.0``.
 
 Monitors key their columns by torch's qualified module and parameter names
 (``grad_norm/1.0.weight``, ``dead/1.1``), which say nothing to a reader. The weight
