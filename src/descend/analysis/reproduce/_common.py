@@ -122,7 +122,7 @@ def build(name: str, *, input_shape, num_classes: int, init: str | None = None, 
     initialization) and the generator of ``init``.
 
     >>> m = build("mlp", input_shape=(64,), num_classes=10, hidden=[32], init="he_normal", seed=0)
-    >>> [type(x).__name__ for x in m], float(m[1][0].bias.abs().sum())
+    >>> [type(x).__name__ for x in m], float(m[1][0].bias.detach().abs().sum())
     (['Flatten', 'Sequential', 'Linear'], 0.0)
     """
     from descend.init import apply
