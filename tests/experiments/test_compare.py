@@ -195,3 +195,24 @@ def test_help_is_complete(argv, capsys):
         assert ("--variant" in out) == (argv[0] == "train")
     sub = build_parser()._subparsers._group_actions[0].choices
     assert {"compare", "train"} <= set(sub)
+
+
+def test_epochs_that_do_not_fit_the_schedule_warn(tmp_path, capsys):
+    r = write(tmp_path, {**TINY, "seeds": [0], "variants": [{"name": "sgd"}],
+                         "schedule": {"lr": {"name": "cosine", "e0": 0.1, "total": 22}}})
+    assert main(["compare", r, "--out", str(tmp_path / "runs"), "--quiet", "--epochs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "descend: warning: --epochs 1: the recipe has 2 epochs and its schedule lr has a horizon in steps " \
+           "(total=22)" in err and "not stretched" in err
+    assert main(["compare", r, "--out", str(tmp_path / "runs"), "--quiet", "--epochs", "2"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_train_is_a_library_function(tmp_path):
+    from descend.experiments import train
+    folder, res = train(write(tmp_path, TINY), variant="adam", seed=1, out=tmp_path / "runs", quiet=True)
+    assert folder == tmp_path / "runs" / "t-adam" and res["seed"] == 1
+    assert (folder / "model.safetensors").is_file() and (folder / "steps.csv").is_file()
+    assert json.loads((folder / "results.json").read_text())["result"]["final_test_acc"] == res["final_test_acc"]
+    with pytest.raises(Exception, match="`variant` must be one of 'sgd', 'adam'"):
+        train(write(tmp_path, TINY), variant="nope", out=tmp_path / "runs", quiet=True)

@@ -142,9 +142,13 @@ def write_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tuple[str,
     def save(fig, axes, fname, title):
         for ax in axes:
             ax.grid(True, alpha=0.3)
-        handles, labels = axes[0].get_legend_handles_labels()
-        if handles:
-            axes[-1].legend(handles, labels, fontsize=8, loc="best")
+        per_axis = [ax.get_legend_handles_labels() for ax in axes]
+        if len({tuple(lb) for _, lb in per_axis}) > 1:  # curves grouped differently per panel
+            for ax, (handles, labels) in zip(axes, per_axis):
+                if handles:
+                    ax.legend(handles, labels, fontsize=8, loc="best")
+        elif per_axis and per_axis[0][0]:
+            axes[-1].legend(*per_axis[0], fontsize=8, loc="best")
         fig.suptitle(title)
         fig.savefig(os.path.join(out_dir, fname))
         written.append((fname, title))
