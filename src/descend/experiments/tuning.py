@@ -577,18 +577,20 @@ def write_tuning_plot(tuning: dict[str, Any], out_dir: str) -> list[tuple[str, s
     """``tuning_best_so_far.png``: each variant's best validation score after ``k`` trials."""
     from descend.experiments.plots import _figure
     s = tuning["settings"]
-    fig, (ax,) = _figure(1)
+    fig, (ax,) = _figure(1, row_height=4.2)
     scale = 100.0 if s["metric"].endswith("acc") else 1.0
+    from matplotlib import colormaps
+    cmap = colormaps["tab10"]
     for i, t in enumerate(tuning["variants"]):
         ys = [None if v is None else scale * v for v in t["best_so_far"]]
         xs = list(range(1, len(ys) + 1))
         ax.plot(xs, [math.nan if y is None else y for y in ys], marker="o", linestyle=["-", "--", "-.", ":"][i % 4],
-                label=t["variant"])
+                color=cmap(i % 10), label=t["variant"])
         raw = [None if x["score"] is None else scale * x["score"] for x in t["trials"]]
-        ax.scatter(xs, [math.nan if y is None else y for y in raw], s=10, alpha=0.35)
+        ax.scatter(xs, [math.nan if y is None else y for y in raw], s=12, alpha=0.4, color=cmap(i % 10))
     ax.set_xlabel("trials")
     ax.set_ylabel(f"{s['metric'].replace('_', ' ')}{' (%)' if scale == 100 else ''}, best so far")
-    ax.set_title(f"Best so far against the number of trials ({s['sampler']}, seed {s['seed']}); dots: each trial")
+    ax.set_title(f"best so far (lines) and each trial (dots); {s['sampler']}, seed {s['seed']}", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fname = "tuning_best_so_far.png"
