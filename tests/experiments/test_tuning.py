@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from descend.cli import main
 from descend.experiments import recipe as recipes
 from descend.experiments.recipe import RecipeError
 from descend.experiments.tuning import Dimension, best_so_far, configure, parse_space, sample, settings, tune
@@ -102,27 +101,19 @@ def test_cli_flags():
 
 
 @pytest.mark.slow
-def test_ray_tuning_with_asha(tmp_path):
+def test_ray_executor_with_asha_trains_as_the_local_one(tmp_path):
     pytest.importorskip("ray.tune", reason="Ray Tune is the optional 'sweep' extra: pip install 'descend[sweep]'")
-    # one variant, two trials, one final seed: the Ray path (ASHA on) end to end, kept small
-    recipe = {**RECIPE, "epochs": 2, "variants": RECIPE["variants"][1:],
-              "tune": {"trials": 2, "early_stopping": True, "grace_epochs": 1, "final_seeds": [0]}}
-    assert main(["compare", "--quiet", "--tune", "--max-concurrent", "2", "--out", str(tmp_path),
-                 str(_write(tmp_path, recipe))]) == 0
-    res = json.loads((tmp_path / "tu-tuned" / "results.json").read_text())
-    assert res["tuning"]["executor"] == "ray" and res["tuning"]["settings"]["early_stopping"]
-    assert [len(v["trials"]) for v in res["tuning"]["variants"]] == [2]
-    assert [len(v["runs"]) for v in res["variants"]] == [1]
-    # the Ray trials train exactly as the local executor does (the same code path)
-    local = tune({**recipe, "tune": {**recipe["tune"], "early_stopping": False}}, out=tmp_path / "local",
-                 executor="local", quiet=True)[1]
-    ray_scores = [t["score"] for t in res["tuning"]["variants"][0]["trials"]]
-    local_scores = [t["score"] for t in local["tuning"]["variants"][0]["trials"]]
-    assert ray_scores[0] == pytest.approx(local_scores[0], abs=1e-12)  # ASHA never stops the first trial
-
-
-def _write(tmp_path, recipe):
-    import yaml
-    p = tmp_path / "r.yaml"
-    p.write_text(yaml.safe_dump(recipe))
-    return p
+    from descend.experiments.tuning import _Executor, _job
+    recipe = {**RECIPE, "epochs": 2}
+    jobs = [{"recipe": recipe, "variant": 1, "trial": k + 1, "assignment": {"optimizer.lr": lr}, "seed": 1000,
+             "device": "cpu", "keep_curves": False} for k, lr in enumerate([0.01, 1.0e-6])]
+    asha = {"metric": "val_acc", "mode": "max", "max_t": 2, "grace_epochs": 1, "reduction_factor": 2}
+    seen = []
+    with _Executor("ray", address=None, max_concurrent=1, storage=tmp_path) as ex:
+        out = ex.run("t", jobs, asha=asha, on_done=lambda i, res: seen.append(i))
+    assert sorted(seen) == [0, 1] and len(out) == 2
+    # one trial at a time in order: the first always continues and equals the same job run in-process
+    local = _job(jobs[0])
+    assert out[0]["epochs"]["val_acc"] == pytest.approx(local["epochs"]["val_acc"], abs=1e-12)
+    # lr 1e-6 stays near chance: below the first trial at the first rung, so ASHA stops it
+    assert out[1].get("stopped_early") and out[1]["epochs_run"] == 1
