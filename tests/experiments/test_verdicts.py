@@ -1,7 +1,6 @@
 """The report's answer on constructed cases: identical variants are not distinguishable, a large
 difference is found; the answer leads the terminal output and report.html."""
 
-import pytest
 
 from descend.experiments import recipe as recipes
 from descend.experiments import runner, verdicts

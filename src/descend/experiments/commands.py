@@ -290,7 +290,7 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
         from descend.experiments.suite import run_suite
         return run_suite(recipe, out=out, device=device, seeds=seeds, quiet=quiet, overwrite=overwrite,
                          workloads=None if suite is True else list(suite), progress=progress)
-    from descend.experiments import plots, report, runner, verdicts
+    from descend.experiments import runner
 
     overrides: dict[str, Any] = {}
     if epochs is not None:

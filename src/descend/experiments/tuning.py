@@ -521,7 +521,7 @@ def tune(recipe, *, out: str | os.PathLike = "runs", device: str | None = None, 
                     "best_so_far": best_so_far(scores, s["mode"]), "chosen": assignments[vi][best],
                     "chosen_trial": best + 1, "chosen_score": scores[best]})
             chosen = [configure(run, t["chosen"]) for run, t in zip(runs, trials_out)]
-            say(f"  chosen: " + "; ".join(f"{t['variant']} {t['chosen']}" for t in trials_out))
+            say("  chosen: " + "; ".join(f"{t['variant']} {t['chosen']}" for t in trials_out))
             finals = [{"recipe": raw, "variant": vi, "assignment": t["chosen"], "seed": seed, "device": str(dev)}
                       for vi, t in enumerate(trials_out) for seed in s["final_seeds"]]
 

@@ -330,7 +330,7 @@ def early_stopping(size: str, out_dir) -> ClaimResult:
     seed_list = seeds(size)
     d = digits(val_fraction=0.2)
     val, test = flat(d.val), flat(d.test)
-    rows, drops, curves = [], [], None
+    rows, curves = [], None
     last_l, best_l, best_ep = [], [], []
     for seed in seed_list:
         x, y = subset(flat(d.train), n_train, seed=seed)
