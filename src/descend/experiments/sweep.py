@@ -50,9 +50,12 @@ def register(subparsers) -> None:
 
 
 def _main(args) -> int:
-    from descend.experiments.commands import _threads
-    if _threads(args):
+    if args.threads < 1:
+        print(f"descend: error: --threads: `threads` must be an integer >= 1. Received: threads={args.threads}",
+              file=sys.stderr)
         return 2
+    import torch
+    torch.set_num_threads(args.threads)
     try:
         sweep(args.recipe, out=args.out, trials=args.trials, address=args.address,
               early_stopping=args.early_stopping, max_concurrent=args.max_concurrent, device=args.device,

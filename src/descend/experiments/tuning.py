@@ -463,6 +463,11 @@ def tune(recipe, *, out: str | os.PathLike = "runs", device: str | None = None, 
         raise RecipeError(f"{'--device' if device else r.source + ': device'}: {e}") from None
     runs = r.runs()
     spaces = [parse_space(run) for run in runs]
+    for run, dims in zip(runs, spaces):
+        if not any(d.searched for d in dims):
+            print(f"descend: warning: {r.source}: {run.origin.vpath or 'search'}: variant {run.name!r} has no "
+                  f"search space (`search:`), so its {s['trials']} trials all train the recipe's own "
+                  "configuration", file=sys.stderr, flush=True)
     for run in runs:  # fail in a second on a bad recipe, not after the trials
         runner.build(run, s["trial_seed"], device=dev)
     raw = _raw(recipe, r, overrides)
