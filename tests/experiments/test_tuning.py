@@ -57,6 +57,7 @@ def test_configure_and_settings():
     assert run.spec.optimizer.name == "torch.optim.NAdam" and run.spec.optimizer.kwargs["lr"] == 0.003
     s = settings(r)
     assert (s["trials"], s["final_seeds"], s["trial_seed"], s["mode"]) == (2, [0, 1], 1000, "max")
+    assert settings(r, final_seeds=[7, 8])["final_seeds"] == [7, 8]  # --seeds with --tune
     with pytest.raises(RecipeError, match="tune.final_seeds: the final runs need fresh seeds"):
         settings(recipes.load({**RECIPE, "tune": {"final_seeds": [1000, 1]}}))
     with pytest.raises(RecipeError, match="tune.trails: unknown key 'trails'"):

@@ -273,7 +273,7 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
     ``tune=True`` (``--tune``) tunes every variant with an equal budget of quasirandom
     trials on Ray Tune, then runs the chosen configurations on fresh seeds
     (:func:`descend.experiments.tuning.tune`; ``trials``, ``address``,
-    ``early_stopping``, ``max_concurrent`` go there). ``suite=True`` (``--suite``) runs
+    ``early_stopping``, ``max_concurrent`` go there; ``seeds`` become the fresh final seeds). ``suite=True`` (``--suite``) runs
     the variants on every workload of :mod:`descend.experiments.suite` (or the names
     given) and draws performance profiles.
 
@@ -285,7 +285,7 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
         from descend.experiments.tuning import tune as run_tune
         return run_tune(recipe, out=out, device=device, epochs=epochs, quiet=quiet, overwrite=overwrite,
                         trials=trials, address=address, early_stopping=early_stopping,
-                        max_concurrent=max_concurrent, monitors=monitors)
+                        max_concurrent=max_concurrent, monitors=monitors, seeds=seeds)
     if suite:
         from descend.experiments.suite import run_suite
         return run_suite(recipe, out=out, device=device, seeds=seeds, quiet=quiet, overwrite=overwrite,

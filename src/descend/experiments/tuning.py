@@ -198,7 +198,7 @@ def configure(run: Run, assignment: dict[str, Any]) -> Run:
 
 
 def settings(r: recipes.Recipe, *, trials: int | None = None, early_stopping: bool | None = None,
-             max_concurrent: int | None = None) -> dict[str, Any]:
+             max_concurrent: int | None = None, final_seeds: list[int] | None = None) -> dict[str, Any]:
     """The recipe's ``tune`` section with defaults filled in and every value checked.
 
     >>> r = recipes.load({"name": "r", "data": {"name": "digits"}, "model": {"name": "mlp"},
@@ -224,6 +224,8 @@ def settings(r: recipes.Recipe, *, trials: int | None = None, early_stopping: bo
         s["early_stopping"] = early_stopping
     if max_concurrent is not None:
         s["max_concurrent"] = max_concurrent
+    if final_seeds:
+        s["final_seeds"] = list(final_seeds)
 
     def check(key, fn):
         try:
@@ -415,7 +417,7 @@ class _Executor:
 def tune(recipe, *, out: str | os.PathLike = "runs", device: str | None = None, epochs: int | None = None,
          quiet: bool = False, overwrite: bool = False, trials: int | None = None, address: str | None = None,
          early_stopping: bool | None = None, max_concurrent: int | None = None, monitors: bool | None = None,
-         executor: str = "ray") -> tuple[Path, dict[str, Any]]:
+         executor: str = "ray", seeds: list[int] | None = None) -> tuple[Path, dict[str, Any]]:
     """Tune every variant with an equal quasirandom budget, then run the chosen configurations
     on fresh seeds; write a ``descend compare`` folder ``out/<name>-tuned`` with a tuning section.
 
@@ -425,8 +427,8 @@ def tune(recipe, *, out: str | os.PathLike = "runs", device: str | None = None, 
         out: the parent folder (default ``runs``).
         device, epochs, monitors: as ``descend compare`` (``epochs`` is the budget of every
             trial and final run).
-        trials, early_stopping, max_concurrent: override ``tune.trials`` /
-            ``tune.early_stopping`` / ``tune.max_concurrent``.
+        trials, early_stopping, max_concurrent, seeds: override ``tune.trials`` /
+            ``tune.early_stopping`` / ``tune.max_concurrent`` / ``tune.final_seeds``.
         address: an existing Ray cluster (default ``RAY_ADDRESS``, else a local one).
         executor: ``"ray"`` (default) or ``"local"`` (in this process, one job at a time,
             no early stopping).
@@ -451,7 +453,8 @@ def tune(recipe, *, out: str | os.PathLike = "runs", device: str | None = None, 
     r = recipes.load(recipe, overrides=overrides)
     for w in schedule_warnings(recipes.load(recipe), epochs):
         print(f"descend: warning: {w}", file=sys.stderr, flush=True)
-    s = settings(r, trials=trials, early_stopping=early_stopping, max_concurrent=max_concurrent)
+    s = settings(r, trials=trials, early_stopping=early_stopping, max_concurrent=max_concurrent,
+                 final_seeds=seeds)
     if s["early_stopping"] and executor == "local":
         raise RecipeError(f"{r.source}: tune.early_stopping: early stopping of trials needs Ray Tune "
                           "(executor='ray'). Received: early_stopping=True")
