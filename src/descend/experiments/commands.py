@@ -90,7 +90,8 @@ def register(subparsers) -> None:
                     "momentum, Nesterov, AdaGrad, RMSProp and Adam, 5 seeds.")
     _common(p)
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
-                   help="override the recipe's seeds, e.g. --seeds 0 1 2")
+                   help="override the recipe's seeds, e.g. --seeds 0 1 2 (with --tune: the fresh seeds of the "
+                        "chosen configurations)")
     tuning_options(p)
     p.add_argument("--suite", nargs="*", default=None, metavar="WORKLOAD",
                    help="run the variants on every workload of the bundled suite (or the ones named: "
