@@ -205,7 +205,7 @@ def write_profile_plot(profiles: dict[str, Any], out_dir: str) -> list[tuple[str
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Performance profiles (Dolan & More 2002)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fname = "performance_profiles.png"
     fig.savefig(os.path.join(out_dir, fname))
     return [(fname, "Performance profiles: fraction of workloads reached within tau times the fastest")]
