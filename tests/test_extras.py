@@ -85,7 +85,7 @@ print(json.dumps(out))
     assert rc == 2 and err.count("\n") == 1 and err.startswith("descend: error: ")
     assert err.endswith("data: the bundled dataset 'digits' needs scikit-learn: "
                         "pip install 'descend[data]'\n")
-    assert out["sweep"] == [2, "descend: error: descend sweep needs ray[tune]: "
+    assert out["sweep"] == [2, "descend: error: tuning on Ray Tune (descend sweep, compare --tune) needs ray[tune]: "
                                "pip install 'descend[sweep]'\n"]
     assert out["plots"] == "plots need matplotlib: pip install 'descend[plots]'"
     assert out["lightning"] == "the Lightning integration needs lightning: pip install 'descend[lightning]'"

@@ -140,3 +140,26 @@ def test_doctor_reads_monitors_json_next_to_the_csv_logs(tmp_path):
     save_monitors(t, tmp_path)
     codes = [f.code for f in doctor(tmp_path)[tmp_path.name]]
     assert "dead_units" in codes
+
+
+def test_overfitting_rule_does_not_fire_on_noise():
+    # 40 epochs of a flat validation loss with 3% noise while the training loss falls: the old
+    # fixed 2% rule fired on most of these; the rule relative to the noise fires on almost none.
+    import random
+    rng = random.Random(0)
+    fired, old_rule = 0, 0
+    for _ in range(50):
+        val = [0.5 * (1 + rng.gauss(0, 0.03)) for _ in range(40)]
+        train = [1.0 / (1 + 0.1 * t) for t in range(40)]
+        fired += "overfitting" in _codes({"train_loss": train, "val_loss": val})
+        best = min(range(40), key=val.__getitem__)
+        old_rule += best <= 37 and val[-1] > val[best] * 1.02
+    assert old_rule >= 25 and fired <= 2
+    # a real rise well above the noise still fires, and so does the hand-made case
+    val = [0.5 * (1 + rng.gauss(0, 0.01)) for _ in range(20)] + [0.5 + 0.02 * t for t in range(1, 21)]
+    train = [1.0 / (1 + 0.1 * t) for t in range(40)]
+    assert _codes({"train_loss": train, "val_loss": val}) == ["overfitting"]
+    # several seeds: their spread raises the bar
+    assert _codes({"train_loss": [1.0, 0.8, 0.6, 0.4, 0.2], "val_loss": [1.0, 0.8, 0.9, 1.0, 1.1]}) == ["overfitting"]
+    assert diagnose({"train_loss": [1.0, 0.8, 0.6, 0.4, 0.2], "val_loss": [1.0, 0.8, 0.9, 1.0, 1.1]},
+                    spread=0.2) == []

@@ -23,6 +23,7 @@ def _load(name):
     ("trainer_overhead", "trainer_overhead_cpu_quick", {"variant", "samples_s", "vs_hand"}),
     ("time_to_accuracy", "time_to_accuracy_cpu_quick",
      {"optimizer", "steps", "reached_s", "final_test_acc", "steps_per_s"}),
+    ("compare_verdicts", "compare_verdicts_quick", {"case", "repetition", "as_expected", "answer"}),
 ])
 def test_benchmark_runs_quick_and_writes_results(name, stem, keys, tmp_path):
     assert _load(name).main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0

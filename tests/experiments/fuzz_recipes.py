@@ -93,6 +93,8 @@ RANGES: dict[tuple[str, ...], Callable[[Any], bool | None]] = {
     ("batch_size",): lambda v: (_int(v) and 1 <= v <= 2**24) or (None if isinstance(v, dict) else False),
     ("eval_batch_size",): lambda v: _int(v) and 1 <= v <= 2**24,
     ("target_accuracy",): lambda v: _num(v) and 0 < v <= 1,
+    ("target_loss",): lambda v: v is None or (_num(v) and v > 0),
+    ("eval_every",): lambda v: v is None or (_int(v) and v >= 1),
     ("grad_norm",): lambda v: isinstance(v, bool),
     ("schedule_unit",): lambda v: isinstance(v, str) and v in ("step", "epoch"),
     ("schedule_scale",): lambda v: isinstance(v, str) and v in ("absolute", "relative"),
@@ -104,7 +106,9 @@ RANGES: dict[tuple[str, ...], Callable[[Any], bool | None]] = {
     ("metrics",): lambda v: None if isinstance(v, list) and all(isinstance(m, str) for m in v) else False,
     ("schedule", "lr"): lambda v: (_num(v) and v >= 0) or (None if isinstance(v, dict) else False),
     ("schedule", "momentum"): lambda v: (_num(v) and 0 <= v <= 1) or (None if isinstance(v, dict) else False),
-    ("optimizer", "name"): lambda v: isinstance(v, str) and v in OPTIMIZERS,
+    # a registry name, or an import path (`torch.optim.NAdam`, `pkg.mod:Cls`) the loader judges
+    ("optimizer", "name"): lambda v: isinstance(v, str) and (v in OPTIMIZERS or (
+        None if ("." in v or ":" in v) and "/" not in v and "\\" not in v else False)),
     ("optimizer", "lr"): lambda v: _num(v) and v >= 0,
     ("optimizer", "momentum"): lambda v: _num(v) and 0 <= v <= 1,
     ("model", "name"): lambda v: v == "mlp" or (None if isinstance(v, str) and v in ("cnn", "logistic", "rnn", "gru", "lstm")
@@ -121,7 +125,7 @@ COMPONENTS = {"data", "model", "optimizer", "loss", "init"}
 
 RUN_FIELDS = {"data", "model", "init", "loss", "optimizer", "schedule", "schedule_unit", "schedule_scale",
               "batch_size", "eval_batch_size", "epochs", "seeds", "split_seed", "target_accuracy",
-              "callbacks", "regularizers", "metrics", "grad_norm", "monitors"}
+              "callbacks", "regularizers", "metrics", "grad_norm", "monitors", "target_loss", "eval_every"}
 
 
 def _mlp_parameters(run: dict[str, Any]) -> int | None:
@@ -204,11 +208,11 @@ def judge(doc: Any) -> bool | None:
             return True
         if isinstance(v, dict) and any(not isinstance(k, str) for k in v):
             return True
-    if set(doc) - RUN_FIELDS - {"name", "description", "device", "variants", "grid"}:
+    if set(doc) - RUN_FIELDS - {"name", "description", "device", "variants", "grid", "tune", "search"}:
         return True
     if "name" in doc and not (isinstance(doc["name"], str) and NAME.match(doc["name"]) and len(doc["name"]) <= 128):
         return True
-    undecided = False
+    undecided = "tune" in doc or "search" in doc   # tuning sections: their loader judges them
     for key in ("description", "device"):
         if key in doc:
             ok = RANGES[(key,)](doc[key])
@@ -225,7 +229,7 @@ def judge(doc: Any) -> bool | None:
             return True
     names = []
     for v in variants:
-        if not isinstance(v, dict) or not _plain_name(v.get("name")) or set(v) - RUN_FIELDS - {"name"}:
+        if not isinstance(v, dict) or not _plain_name(v.get("name")) or set(v) - RUN_FIELDS - {"name", "search"}:
             return True
         names.append(v["name"])
         for c in COMPONENTS:

@@ -59,7 +59,18 @@ def test_compare_end_to_end(tmp_path, capsys):
     html = (run / "report.html").read_text()
     imgs = re.findall(r'<img src="([^"]+)"', html)
     assert len(imgs) == 7 and "loss_vs_steps.png" in imgs and "lr_vs_steps.png" in imgs
-    assert "grad_norm_per_layer.png" in imgs and "<h2>Monitors</h2>" in html and "dead 1.1" in html
+    assert "grad_norm_per_layer.png" in imgs and "<h2>Monitors</h2>" in html
+    # readable layer names, not torch's module paths
+    assert "dead: layer 1 ReLU" in html and "dead 1.1" not in html
+    # the answer in words comes first, with the statistics behind it
+    assert html.index("<h2>Answer</h2>") < html.index("<h2>Summary</h2>")
+    assert "<h2>Pairwise comparisons</h2>" in html and "Holm" in html
+    assert set(res["statistics"]["measures"]) == {"final_test_acc", "steps_to_target"}
+    first = out.split("\n\n")[1].splitlines()[0]
+    assert first.startswith(("Not distinguishable", "adam best", "sgd best"))
+    for v in res["variants"]:
+        assert v["runs"][0]["layer_names"]["1.0"] == "layer 1 (Linear 64→8)"
+        assert v["runs"][0]["load"] is None or len(v["runs"][0]["load"]) == 3
     # the default monitors: one file per run, named in results.json, not inlined
     for v in res["variants"]:
         for x in v["runs"]:
@@ -128,7 +139,7 @@ def test_compare_then_doctor_finds_the_monitors(tmp_path, capsys):
     report = capsys.readouterr().out
     assert "[sgd (seed 0)] Saturated units" in report, report
     html = (out / "t" / "report.html").read_text()
-    assert "saturated 1.1" in html
+    assert "saturated: layer 1 Sigmoid" in html and "layer 1 Sigmoid: " in report
     # --no-monitors: no files, no monitor section; the doctor still reads the run
     assert main(["compare", write(tmp_path, sat), "--out", str(out), "--quiet", "--no-monitors"]) == 0
     run = out / "t-2"
@@ -184,3 +195,24 @@ def test_help_is_complete(argv, capsys):
         assert ("--variant" in out) == (argv[0] == "train")
     sub = build_parser()._subparsers._group_actions[0].choices
     assert {"compare", "train"} <= set(sub)
+
+
+def test_epochs_that_do_not_fit_the_schedule_warn(tmp_path, capsys):
+    r = write(tmp_path, {**TINY, "seeds": [0], "variants": [{"name": "sgd"}],
+                         "schedule": {"lr": {"name": "cosine", "e0": 0.1, "total": 22}}})
+    assert main(["compare", r, "--out", str(tmp_path / "runs"), "--quiet", "--epochs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "descend: warning: --epochs 1: the recipe has 2 epochs and its schedule lr has a horizon in steps " \
+           "(total=22)" in err and "not stretched" in err
+    assert main(["compare", r, "--out", str(tmp_path / "runs"), "--quiet", "--epochs", "2"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_train_is_a_library_function(tmp_path):
+    from descend.experiments import train
+    folder, res = train(write(tmp_path, TINY), variant="adam", seed=1, out=tmp_path / "runs", quiet=True)
+    assert folder == tmp_path / "runs" / "t-adam" and res["seed"] == 1
+    assert (folder / "model.safetensors").is_file() and (folder / "steps.csv").is_file()
+    assert json.loads((folder / "results.json").read_text())["result"]["final_test_acc"] == res["final_test_acc"]
+    with pytest.raises(Exception, match="`variant` must be one of 'sgd', 'adam'"):
+        train(write(tmp_path, TINY), variant="nope", out=tmp_path / "runs", quiet=True)

@@ -29,7 +29,7 @@ def test_bundled_recipes_expand():
         "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
     runs = load("default").runs()
     assert runs[1].spec.optimizer.as_dict() == {"name": "momentum", "lr": 0.01, "momentum": 0.9}
-    assert runs[0].spec.seeds == [0, 1, 2] and runs[0].spec.epochs == 20
+    assert runs[0].spec.seeds == [0, 1, 2, 3, 4] and runs[0].spec.epochs == 20
 
 
 @pytest.mark.parametrize("recipe, expected", [

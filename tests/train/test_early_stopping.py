@@ -161,3 +161,37 @@ def test_continue_on_all_until_target(until):
     union = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
     now = t.evaluate(union if until == "train_below_val" else val)["loss"]
     assert now == pytest.approx(info["final"], rel=1e-6)
+
+
+def test_train_after_stopping_runs_m_more_epochs_at_the_lower_lr():
+    from descend.train import Trainer, train_after_stopping
+
+    torch.manual_seed(0)
+    x = torch.randn(96, 4)
+    y = (x[:, 0] + 0.5 * torch.randn(96) > 0).long()
+    m = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.5), batch_size=16)
+    info = train_after_stopping(t, (x[:64], y[:64]), (x[64:], y[64:]), max_epochs=200, patience=3,
+                                extra_epochs=4, lr_factor=0.1)
+    assert info["criterion_met"] and info["stopped_epoch"] < 200
+    assert t.epoch == info["stopped_epoch"] + 4 and len(t.history.epochs["val_loss"]) == t.epoch
+    assert info["lr"] == [pytest.approx(0.05)] and t.history.epochs["lr"][-1] == pytest.approx(0.05)
+    assert t.history.epochs["lr"][info["stopped_epoch"] - 1] == pytest.approx(0.5)
+    # start="best": the extra epochs begin from the best epoch's weights
+    m2 = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    t2 = Trainer(m2, torch.optim.SGD(m2.parameters(), lr=0.5), batch_size=16)
+    snap = {}
+
+    class Grab(Callback):
+        def on_fit_end(self, trainer):
+            snap.setdefault("w", {k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    t2.callbacks.append(Grab())
+    info2 = train_after_stopping(t2, (x[:64], y[:64]), (x[64:], y[64:]), max_epochs=200, patience=3,
+                                 extra_epochs=0, start="best")
+    # no extra epochs: the weights are exactly the best epoch's (restored by EarlyStopping)
+    assert info2["best_epoch"] <= info2["stopped_epoch"]
+    with pytest.raises(ValueError, match="`lr_factor` must be > 0"):
+        train_after_stopping(t, (x, y), (x, y), max_epochs=1, extra_epochs=1, lr_factor=0)
+    with pytest.raises(TypeError, match="`restore_best` must be left out"):
+        train_after_stopping(t, (x, y), (x, y), max_epochs=1, extra_epochs=1, restore_best=False)

@@ -18,11 +18,24 @@ finding             rule (all thresholds are keyword arguments of :func:`diagnos
 ``lr_too_small``    the loss falls by less than ``plateau_tol`` (relative) over the run,
                     from the start, without vanishing gradients (a plateau from step 0)
 ``overfitting``     validation loss at its minimum ``patience`` or more epochs before the end
-                    and ``rise_tol`` above it at the end, while training loss kept falling
+                    and risen above it at the end by more than ``rise_tol`` (relative)
+                    and more than ``noise_z`` standard deviations of the difference of two
+                    noisy values, while training loss kept falling (noise: below)
 ==================  ====================================================================
 
 The advice is what the notes recommend (initialization, normalization, learning rate,
 early stopping, regularization).
+
+The overfitting rule compares a rise of the validation loss with its noise, not with a
+fixed 2%: a validation loss that wanders by 5% from epoch to epoch rises 5% by chance.
+The noise ``sigma`` is the larger of the run-to-run spread (``spread``: the standard
+deviation over seeds of the validation loss, median over epochs, which :func:`doctor`
+computes for a ``descend compare`` folder with several seeds of a variant) and the
+within-run noise estimated from the second differences of the validation loss,
+``sigma = 1.4826 median|v_{t+1} - 2 v_t + v_{t-1}| / sqrt(6)`` (the second difference
+of white noise has variance ``6 sigma^2``; a smooth trend cancels in it; the median
+makes it robust to a few jumps). The rise must exceed ``noise_z * sqrt(2) * sigma`` (the
+difference of two noisy values), default ``noise_z = 3``.
 """
 
 from __future__ import annotations
@@ -105,8 +118,11 @@ def normalize_history(history) -> dict[str, dict[str, list]]:
     if not isinstance(history, dict):
         fail("history", "a History or a dict of lists", type(history).__name__, TypeError)
     if "steps" in history or "epochs" in history:
-        return {"steps": dict(history.get("steps") or {}), "epochs": dict(history.get("epochs") or {}),
-                "monitors": dict(history.get("monitors") or {})}
+        out = {"steps": dict(history.get("steps") or {}), "epochs": dict(history.get("epochs") or {}),
+               "monitors": dict(history.get("monitors") or {})}
+        if history.get("layer_names"):  # recorded by descend compare/train: readable layer names
+            out["layer_names"] = dict(history["layer_names"])
+        return out
     steps, epochs, monitors = {}, {}, {}
     for k, v in history.items():
         if k in ("train_loss", "val_loss", "train_acc", "val_acc", "epoch"):
@@ -132,10 +148,32 @@ def _median(xs):
     return statistics.median(xs) if xs else math.nan
 
 
+def noise_of(values) -> float:
+    """Robust within-run noise of a series: ``1.4826 median|second difference| / sqrt(6)``.
+
+    For ``v_t = trend + e_t`` with ``e_t`` white noise of standard deviation ``sigma`` and a
+    trend that is locally linear, ``v_{t+1} - 2 v_t + v_{t-1}`` has standard deviation
+    ``sqrt(6) sigma``; 1.4826 times the median absolute value estimates a normal standard
+    deviation (the MAD; Hampel 1974). Fewer than 3 finite values: 0.
+
+    >>> noise_of([1.0, 0.75, 0.5, 0.25])                     # a straight line has no noise
+    0.0
+    >>> import random; rng = random.Random(0)
+    >>> round(noise_of([0.5 + rng.gauss(0, 0.01) for _ in range(400)]), 3)
+    0.01
+    """
+    v = [x for x in (_num(x) for x in values) if math.isfinite(x)]
+    if len(v) < 3:
+        return 0.0
+    second = [abs(v[i + 1] - 2 * v[i] + v[i - 1]) for i in range(1, len(v) - 1)]
+    return 1.4826 * statistics.median(second) / math.sqrt(6)
+
+
 def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
              vanish_ratio: float = 1e-3, tiny_grad: float = 1e-8, dead_fraction: float = 0.5,
              saturated_fraction: float = 0.5, plateau_tol: float = 0.01, patience: int = 2,
-             rise_tol: float = 0.02, min_steps: int = 20) -> list[Finding]:
+             rise_tol: float = 0.02, min_steps: int = 20, noise_z: float = 3.0,
+             spread: float | None = None) -> list[Finding]:
     """Diagnose a training history; return the findings (empty: nothing found).
 
     Args:
@@ -145,6 +183,10 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
         blowup, explode_ratio, vanish_ratio, tiny_grad, dead_fraction,
         saturated_fraction, plateau_tol, patience, rise_tol: thresholds (table above).
         min_steps: fewer recorded steps than this skip the plateau test (default 20).
+        noise_z: how many noise standard deviations a validation-loss rise must exceed to
+            count as overfitting (default 3; module docstring).
+        spread: the run-to-run standard deviation of the validation loss, if known
+            (several seeds); None: the within-run estimate only.
 
     Example:
         >>> [f.code for f in diagnose({"loss": [2.3] * 50})]
@@ -159,8 +201,12 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
         check_range(name, v, gt=0, le=1)
     check_int("patience", patience, ge=1)
     check_int("min_steps", min_steps, ge=2)
+    check_range("noise_z", noise_z, ge=0)
+    check_range("spread", spread, ge=0, allow_none=True)
+    from descend.analysis.labels import column_label
     h = normalize_history(history)
     steps, epochs, mons = h["steps"], h["epochs"], h["monitors"]
+    labels = h.get("layer_names") or {}
     loss = [_num(x) for x in steps.get("loss", [])] or [_num(x) for x in epochs.get("train_loss", [])]
     gn = [_num(x) for x in steps.get("grad_norm", [])]
     if not any(math.isfinite(x) for x in gn):
@@ -202,8 +248,9 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
         names = list(layers)
         first, last = _median(layers[names[0]]), _median(layers[names[-1]])
         if last > 0 and first / last < vanish_ratio:
-            add("vanishing", f"the first layer's gradient norm ({names[0]}: {first:.3g}) is "
-                             f"{first / last:.2g} of the last layer's ({names[-1]}: {last:.3g}).")
+            add("vanishing", f"the first layer's gradient norm ({column_label(names[0], labels)}: {first:.3g}) is "
+                             f"{first / last:.2g} of the last layer's ({column_label(names[-1], labels)}: "
+                             f"{last:.3g}).")
             vanishing = True
     if not vanishing and finite_gn and max(finite_gn) < tiny_grad:
         add("vanishing", f"the global gradient norm stays below {tiny_grad:g} "
@@ -217,7 +264,7 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
         for layer, vals in _columns(mons, prefix).items():
             m = _median(vals[len(vals) // 2:])
             if math.isfinite(m) and m >= thr:
-                hits.append(f"{layer}: {m:.0%}")
+                hits.append(f"{column_label(layer, labels)}: {m:.0%}")
         if hits:
             what = "dead" if code == "dead_units" else "saturated"
             add(code, f"fraction of {what} units at or above {thr:.0%} in layer(s) " + ", ".join(hits) + ".")
@@ -244,9 +291,12 @@ def diagnose(history, *, blowup: float = 10.0, explode_ratio: float = 100.0,
         best = min(range(len(val)), key=lambda i: val[i])
         last = len(val) - 1
         train_fell = len(tr) == len(val) and math.isfinite(tr[-1]) and tr[-1] < tr[best]
-        if last - best >= patience and val[-1] > val[best] * (1 + rise_tol) and train_fell:
+        sigma = max(noise_of(val), float(spread) if spread is not None and math.isfinite(spread) else 0.0)
+        need = max(rise_tol * val[best], noise_z * math.sqrt(2) * sigma)
+        if last - best >= patience and val[-1] - val[best] > need and train_fell:
             add("overfitting", f"validation loss was lowest at epoch {best + 1} ({val[best]:.4g}) "
-                               f"and rose to {val[-1]:.4g} by epoch {last + 1}, while the training "
+                               f"and rose to {val[-1]:.4g} by epoch {last + 1} (more than its noise: "
+                               f"{noise_z:g} x sqrt(2) x {sigma:.2g}), while the training "
                                f"loss fell from {tr[best]:.4g} to {tr[-1]:.4g}. Best epoch: {best + 1}.")
     return out
 
@@ -297,6 +347,13 @@ def _json(path: Path) -> Any:
         raise ValueError(str(e)) from None
 
 
+def _names(value) -> dict[str, str]:
+    """Recorded readable layer names (parameter name -> label); anything else is ignored."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
 def _table(obj: Any, where: str, what: str = "a mapping of column name -> list of values") -> dict:
     """``obj`` checked to be ``{name: [values]}`` (what descend writes), else a ValueError."""
     if obj is None:
@@ -344,7 +401,7 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
     >>> d = Path(tempfile.mkdtemp(), "lr0.1"); d.mkdir()
     >>> _ = (d / "results.json").write_text(json.dumps({"result": {"steps": {"loss": [1.0, 0.5]}, "epochs": {}}}))
     >>> load_histories(d)
-    {'lr0.1': {'steps': {'loss': [1.0, 0.5]}, 'epochs': {}, 'monitors': {}}}
+    {'lr0.1': {'steps': {'loss': [1.0, 0.5]}, 'epochs': {}, 'monitors': {}, 'layer_names': {}}}
     """
     root = Path(run_dir)
     if not root.is_dir():
@@ -363,7 +420,7 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
             label = str(data.get("variant") or data.get("name") or root.name)
             out[label] = {"steps": _table(result.get("steps"), f"{res}: result.steps"),
                           "epochs": _table(result.get("epochs"), f"{res}: result.epochs"),
-                          "monitors": monitors}
+                          "monitors": monitors, "layer_names": _names(result.get("layer_names"))}
         elif isinstance(data, dict) and "variants" in data:
             variants = data["variants"]
             if not isinstance(variants, list):
@@ -382,7 +439,8 @@ def load_histories(run_dir) -> dict[str, dict[str, Any]]:
                         run_mon = _monitor_file(root, r["monitors_file"], where)
                     out[f"{v.get('name')} (seed {r.get('seed')})"] = {
                         "steps": _table(r.get("steps"), f"{where}.steps"),
-                        "epochs": _table(r.get("epochs"), f"{where}.epochs"), "monitors": run_mon}
+                        "epochs": _table(r.get("epochs"), f"{where}.epochs"), "monitors": run_mon,
+                        "layer_names": _names(r.get("layer_names"))}
         elif isinstance(data, dict) and ("steps" in data or "epochs" in data):
             out[root.name] = {"steps": _table(data.get("steps"), f"{res}: steps"),
                               "epochs": _table(data.get("epochs"), f"{res}: epochs"),
@@ -406,8 +464,40 @@ def doctor(run_dir, **thresholds) -> dict[str, list[Finding]]:
     >>> {label: [f.code for f in found] for label, found in doctor(d).items()}
     {'run': ['divergence']}
     """
-    return {label: diagnose(h, **thresholds) for label, h in load_histories(run_dir).items()}
+    histories = load_histories(run_dir)
+    groups: dict[str, list[str]] = {}
+    for label in histories:
+        groups.setdefault(label.rsplit(" (seed ", 1)[0], []).append(label)
+    out = {}
+    for group, labels in groups.items():
+        spread = thresholds.get("spread")
+        if spread is None and len(labels) >= 2:  # several seeds: their spread is the noise to beat
+            spread = seed_spread([histories[lb]["epochs"].get("val_loss", []) for lb in labels])
+        for label in labels:
+            out[label] = diagnose(histories[label], **{**thresholds, "spread": spread})
+    return out
+
+
+def seed_spread(curves: list[list]) -> float | None:
+    """The run-to-run spread of a per-epoch curve over seeds: the median over epochs of the
+    sample standard deviation across seeds (epochs that all seeds reached).
+
+    >>> round(seed_spread([[1.0, 0.5, 0.4], [1.2, 0.7, 0.4], [1.1, 0.6, 0.4]]), 3)
+    0.1
+    >>> seed_spread([[1.0]]) is None
+    True
+    """
+    curves = [[_num(x) for x in c] for c in curves if c]
+    if len(curves) < 2:
+        return None
+    n = min(len(c) for c in curves)
+    sds = []
+    for t in range(n):
+        xs = [c[t] for c in curves if math.isfinite(c[t])]
+        if len(xs) >= 2:
+            sds.append(statistics.stdev(xs))
+    return statistics.median(sds) if sds else None
 
 
 __all__ = ["ADVICE", "Finding", "diagnose", "doctor", "format_findings", "load_histories",
-           "normalize_history"]
+           "noise_of", "normalize_history", "seed_spread"]

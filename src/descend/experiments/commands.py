@@ -54,6 +54,27 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "sampled every 20 steps and written for the report and `descend doctor`")
 
 
+def tuning_options(p: argparse.ArgumentParser, *, always: bool = False) -> None:
+    """The options of fair tuning (``compare --tune`` and ``descend sweep``)."""
+    if not always:
+        p.add_argument("--tune", action="store_true",
+                       help="tune every variant first: the same number of quasirandom (scrambled Sobol) "
+                            "trials from its `search` space on Ray Tune, chosen on validation, then the "
+                            "chosen configuration on fresh seeds (`tune.final_seeds`) reported on test "
+                            "(needs the 'sweep' extra: pip install 'descend[sweep]')")
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="trials per variant (default: the recipe's tune.trials, else 8)")
+    p.add_argument("--address", default=None,
+                   help="an existing Ray cluster (default: $RAY_ADDRESS, else a local one)")
+    p.add_argument("--early-stopping", dest="early_stopping", action="store_true", default=None,
+                   help="stop hopeless trials early with ASHA (per variant; default: the recipe's "
+                        "tune.early_stopping)")
+    p.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
+                   help="run every trial to the end")
+    p.add_argument("--max-concurrent", type=int, default=None, metavar="N",
+                   help="trials at once (default: the CPU count)")
+
+
 def register(subparsers) -> None:
     """Add the ``compare`` and ``train`` subcommands."""
     p = subparsers.add_parser(
@@ -64,13 +85,23 @@ def register(subparsers) -> None:
                     "norm, per-layer gradient norm), monitors/<variant>-seed<seed>.json (what the "
                     "monitors sampled: per-layer gradient norms, dead and saturated units; read "
                     "by `descend doctor DIR/<name>`), report.html embedding them with a table of "
-                    "dead/saturated unit fractions, and print the summary table (final and "
-                    "best accuracy, mean ± std over seeds; steps and seconds to the target "
-                    "accuracy). With no RECIPE: the bundled default, an MLP on the bundled 8x8 "
-                    "digits with SGD, momentum, Nesterov, AdaGrad, RMSProp and Adam, 3 seeds.")
+                    "dead/saturated unit fractions, and print the answer in words (who won, by "
+                    "how much, with 95% intervals and Holm-corrected paired tests over seeds, or "
+                    "that the data cannot separate the variants) and the summary table (mean "
+                    "[95% CI] over seeds, rank, difference to the best; steps to the target with "
+                    "runs that never reached it counted). --tune tunes every variant with an equal "
+                    "budget first; --suite runs the variants on a suite of workloads. With no "
+                    "RECIPE: the bundled default, an MLP on the bundled 8x8 digits with SGD, "
+                    "momentum, Nesterov, AdaGrad, RMSProp and Adam, 5 seeds.")
     _common(p)
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
-                   help="override the recipe's seeds, e.g. --seeds 0 1 2")
+                   help="override the recipe's seeds, e.g. --seeds 0 1 2 (with --tune: the fresh seeds of the "
+                        "chosen configurations)")
+    tuning_options(p)
+    p.add_argument("--suite", nargs="*", default=None, metavar="WORKLOAD",
+                   help="run the variants on every workload of the bundled suite (or the ones named: "
+                        "digits_mlp, mnist1d_cnn, mnist1d_gru, noisy_quadratic, toy2d_spirals, "
+                        "friedman_regression) and draw performance profiles with a score")
     p.set_defaults(func=compare_main)
 
     p = subparsers.add_parser(
@@ -325,21 +356,90 @@ def _pick(runs: list, variant: str):
 
 
 # --------------------------------------------------------------------------- compare
+_HORIZON_KEYS = {"total", "tau", "steps", "boundaries", "step_size", "half_cycle", "milestones", "T_max",
+                 "total_steps", "epochs", "steps_per_epoch", "T_0", "total_iters"}
+
+
+def schedule_warnings(r: recipes.Recipe, epochs: int | None) -> list[str]:
+    """Warnings for an ``--epochs`` that does not fit the recipe's schedules.
+
+    Schedules are written in absolute steps (``cosine``'s ``total``, ``linear_to``'s
+    ``tau``, a torch scheduler's ``T_max`` ...) for the recipe's own length. ``--epochs``
+    changes the length but not the schedules: they are not stretched, so a shorter run
+    stops before the schedule ends and a longer one runs on at its last value. Write the
+    horizon for the new length (or use a ``variants``/``grid`` entry) when that matters.
+
+    >>> r = recipes.load({"name": "r", "data": {"name": "digits"}, "model": {"name": "mlp"},
+    ...                   "optimizer": {"name": "sgd"}, "epochs": 20,
+    ...                   "schedule": {"lr": {"name": "cosine", "e0": 0.1, "total": 400}}})
+    >>> schedule_warnings(r, 2)[0][:60]
+    '--epochs 2: the recipe has 20 epochs and its schedule lr has'
+    >>> schedule_warnings(r, None), schedule_warnings(r, 20)
+    ([], [])
+    """
+    if epochs is None:
+        return []
+    out = []
+
+    def horizons(spec, path=""):
+        found = []
+        if isinstance(spec, dict):
+            for k, v in spec.items():
+                if k in _HORIZON_KEYS and not isinstance(v, dict):
+                    found.append(f"{path}{k}={v!r}")
+                found += horizons(v, f"{path}{k}.")
+        elif isinstance(spec, list):
+            for i, v in enumerate(spec):
+                found += horizons(v, f"{path}{i}.")
+        return found
+
+    sources = [("", r.base)] + [(f"variants[{i}].", v) for i, v in enumerate(r.variants)]
+    original = r.base.get("epochs")
+    for where, fields in sources:
+        for key, spec in (fields.get("schedule") or {}).items():
+            h = horizons(spec)
+            if h and original != epochs:
+                out.append(f"--epochs {epochs}: the recipe has {original} epochs and its schedule {where}{key} has "
+                           f"a horizon in steps ({', '.join(h)}) written for that length; it is not stretched "
+                           f"(a shorter run ends before the schedule does, a longer one stays at its last value).")
+    return out
+
+
 def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = None,
             epochs: int | None = None, seeds: list[int] | None = None, quiet: bool = False,
             overwrite: bool = False, progress: bool | None = None,
-            monitors: bool | None = None) -> tuple[Path, dict[str, Any]]:
+            monitors: bool | None = None, tune: bool = False, trials: int | None = None,
+            address: str | None = None, early_stopping: bool | None = None,
+            max_concurrent: int | None = None, suite: bool | list[str] = False) -> tuple[Path, dict[str, Any]]:
     """Run a comparison and write its folder; return ``(folder, results)``.
 
     ``monitors=False`` turns the recipe's monitors off (``--no-monitors``); each run's
     monitor tables go to ``monitors/<variant>-seed<seed>.json`` (named in results.json as
-    the run's ``monitors_file``), not into results.json.
+    the run's ``monitors_file``), not into results.json. The results carry
+    ``statistics`` (:func:`descend.experiments.verdicts.analyse`: intervals, paired
+    tests, ranks, the answer in words), printed first and shown first in report.html.
+
+    ``tune=True`` (``--tune``) tunes every variant with an equal budget of quasirandom
+    trials on Ray Tune, then runs the chosen configurations on fresh seeds
+    (:func:`descend.experiments.tuning.tune`; ``trials``, ``address``,
+    ``early_stopping``, ``max_concurrent`` go there; ``seeds`` become the fresh final seeds). ``suite=True`` (``--suite``) runs
+    the variants on every workload of :mod:`descend.experiments.suite` (or the names
+    given) and draws performance profiles.
 
     Example (a tiny run, a few seconds)::
 
         folder, results = compare("tiny", out="runs", epochs=2, seeds=[0])
     """
-    from descend.experiments import plots, report, runner
+    if tune:
+        from descend.experiments.tuning import tune as run_tune
+        return run_tune(recipe, out=out, device=device, epochs=epochs, quiet=quiet, overwrite=overwrite,
+                        trials=trials, address=address, early_stopping=early_stopping,
+                        max_concurrent=max_concurrent, monitors=monitors, seeds=seeds)
+    if suite:
+        from descend.experiments.suite import run_suite
+        return run_suite(recipe, out=out, device=device, seeds=seeds, quiet=quiet, overwrite=overwrite,
+                         workloads=None if suite is True else list(suite), progress=progress)
+    from descend.experiments import runner
 
     require("matplotlib", "descend compare's plots and report need", "compare")  # before training
     overrides: dict[str, Any] = {}
@@ -350,10 +450,12 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
     if monitors is False:
         overrides["monitors"] = False
     r = recipes.load(recipe, overrides=overrides)
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    for w in schedule_warnings(recipes.load(recipe), epochs):
+        print(f"descend: warning: {w}", file=sys.stderr, flush=True)
     dev = _device(r, device)
     runs = r.runs()
     n_total = sum(len(x.spec.seeds) for x in runs)
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     say(f"descend compare: {r.name}: {len(runs)} variants x seeds = {n_total} runs on {dev}")
     show = (not quiet and sys.stderr.isatty()) if progress is None else progress
     bar = None
@@ -375,7 +477,6 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
     for run in runs:  # the same names as `descend train`, which makes folders of them
         _path_name(r.source, run.origin.path(["name"]), run.name)
     staging = _Staging(Path(out), _path_name(r.source, "name", r.name), overwrite)
-    final = staging.final
     t0 = time.perf_counter()
     try:
         variants = runner.run_all(runs, device=dev, on_result=on_result, out=out)
@@ -390,25 +491,51 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - t0
+    return write_comparison(staging, r, variants, dev, elapsed, quiet=quiet, title="descend compare")
+
+
+def write_comparison(staging: "_Staging", r: recipes.Recipe, variants: list[dict[str, Any]], dev, elapsed: float, *,
+                     quiet: bool = False, title: str = "descend compare", extra: dict[str, Any] | None = None,
+                     sections: list[tuple[str, str]] | None = None, write_extra=None) -> tuple[Path, dict[str, Any]]:
+    """Write a comparison folder (results.json with statistics, plots, monitors, report.html)
+    for trained ``variants`` into the claimed ``staging`` folder (:class:`_Staging`) and
+    print the answer and the summary table.
+
+    Shared by ``descend compare``, ``--tune`` and ``--suite``: ``extra`` goes into
+    results.json, ``sections`` (``[(title, html)]``) into report.html, and
+    ``write_extra(folder)``, if given, writes more figures into the folder and returns
+    them as ``[(file, title)]``.
+    """
+    from descend.experiments import plots, report, runner, verdicts
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     summary = [v["summary"] for v in variants]
-    target = runs[0].spec.target_accuracy
+    target = next((x.get("target") for v in variants for x in v["runs"] if x.get("target")), None)
+    statistics = runner.clean(verdicts.analyse(variants))
     results = {"name": r.name, "description": r.description, "meta": _meta(dev, elapsed),
-               "target_accuracy": target, "recipe": _recipe_dict(r), "summary": summary,
-               "variants": variants}
+               "target_accuracy": (target or {}).get("value") if (target or {}).get("metric") == "val_acc" else None,
+               "target": target, "recipe": _recipe_dict(r), "statistics": statistics, "summary": summary,
+               "variants": variants, **(extra or {})}
     recipe_text = yaml.safe_dump(_recipe_dict(r), sort_keys=False)
+    final = staging.final
     with _writing(final), staging as tmp:
         written = plots.write_plots(variants, str(tmp))
+        if write_extra is not None:
+            written += write_extra(tmp)
         mon_plots, mon_table = _write_monitors(tmp, variants)
         _write_json(tmp / "results.json", results)
         (tmp / "recipe.yaml").write_text(recipe_text)
-        report.write_html(str(tmp / "report.html"), title=f"descend compare: {r.name}",
+        report.write_html(str(tmp / "report.html"), title=f"{title}: {r.name}",
                           description=r.description, summary=summary, plots=written,
                           meta=_meta(dev, elapsed), recipe_text=recipe_text, target=target,
-                          monitor_table=mon_table, monitor_plots=mon_plots)
+                          monitor_table=mon_table, monitor_plots=mon_plots, statistics=statistics,
+                          sections=sections)
         written += mon_plots
     final = staging.final
     say("")
-    say(report.text_table(summary, target))
+    for line in statistics["answer"]:
+        say(line)
+    say("")
+    say(report.text_table(summary, target, statistics))
     say("")
     print(f"wrote {final}/report.html, results.json and {len(written)} plots "
           f"({elapsed:.1f}s)" if not quiet else str(final))
@@ -456,7 +583,10 @@ def compare_main(args) -> int:
         return _check_main(args)
     compare(args.recipe, out=args.out, device=args.device, epochs=args.epochs,
             seeds=args.seeds, quiet=args.quiet, overwrite=args.overwrite,
-            monitors=False if args.no_monitors else None)
+            monitors=False if args.no_monitors else None, tune=args.tune, trials=args.trials,
+            address=args.address, early_stopping=args.early_stopping,
+            max_concurrent=args.max_concurrent,
+            suite=(args.suite or True) if args.suite is not None else False)
     return 0
 
 
@@ -472,8 +602,25 @@ def _check_main(args) -> int:
 
 
 # --------------------------------------------------------------------------- train
-def train_main(args) -> int:
-    """Run ``descend train`` with parsed ``args``; return the exit status."""
+def train(recipe, *, variant: str | None = None, seed: int | None = None, out: str | os.PathLike = "runs",
+          device: str | None = None, epochs: int | None = None, quiet: bool = False, overwrite: bool = False,
+          monitors: bool | None = None, tensorboard: bool = False, checkpoint_every: int | None = None,
+          resume: bool = False, sync_batchnorm: bool = False,
+          progress: bool | None = None) -> tuple[Path | None, dict[str, Any]]:
+    """Train one variant of a recipe with one seed and write its folder; return ``(folder, result)``.
+
+    The library function under ``descend train`` (as :func:`compare` is under ``descend
+    compare``): writes ``out/<name>-<variant>/`` with ``steps.csv``, ``epochs.csv``,
+    ``results.json``, ``monitors.json``, ``model.safetensors`` and, with ``tensorboard``,
+    TensorBoard events. ``variant`` defaults to the first, ``seed`` to its first seed.
+    ``checkpoint_every`` / ``resume`` checkpoint to ``out/<name>-<variant>-seed<seed>.checkpoints``
+    and continue exactly. Under ``torchrun`` it trains data parallel; processes other
+    than the first write nothing and return ``(None, result)``.
+
+    Example (a few seconds)::
+
+        folder, result = train("tiny", variant="adam", epochs=1, out="runs")
+    """
     from descend.experiments import runner
     from descend.train import Callback, CSVLogger, TensorBoardLogger
 
@@ -481,18 +628,17 @@ def train_main(args) -> int:
     from descend.train import distributed as ddp
     from descend.train.checkpoint import CheckpointCallback, latest_checkpoint
 
-    if _threads(args):
-        return 2
-    if args.nproc is not None and not ddp.launched_by_torchrun():
-        if "--nproc" not in " ".join(sys.argv):
-            return _fail("--nproc re-runs the command line; from Python, start torchrun yourself")
-        return ddp.relaunch(args.nproc, sys.argv[1:])
-    if args.check:
-        return _check_main(args)
-    r = recipes.load(args.recipe, overrides=_overrides(args))
+    overrides: dict[str, Any] = {}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if monitors is False:
+        overrides["monitors"] = False
+    r = recipes.load(recipe, overrides=overrides)
+    for w in schedule_warnings(recipes.load(recipe), epochs):
+        print(f"descend: warning: {w}", file=sys.stderr, flush=True)
     ckpt: list = []
     try:
-        dev = _device(r, args.device)
+        dev = _device(r, device)
         if ddp.launched_by_torchrun():  # one process of a data-parallel run
             dev = ddp.setup(device=dev.type)
         runs = r.runs()
@@ -501,27 +647,26 @@ def train_main(args) -> int:
             raise RecipeError(f"{r.source}: data.sampler: a sampler is not supported with data "
                               "parallel (each process reads its shard in a seeded order). "
                               f"Received: sampler={sampled[0].spec.data.kwargs['sampler']!r}")
-        run = runs[0] if args.variant is None else _pick(runs, args.variant)
-        if args.seed is not None:
-            recipes.check_seed("--seed", args.seed)
-        seed = run.spec.seeds[0] if args.seed is None else args.seed
+        run = runs[0] if variant is None else _pick(runs, variant)
+        if seed is not None:
+            recipes.check_seed("--seed", seed)
+        seed = run.spec.seeds[0] if seed is None else seed
         name = f"{_path_name(r.source, 'name', r.name)}-{_path_name(r.source, run.origin.path(['name']), run.name)}"
-        ckpt_dir = Path(args.out) / f"{name}-seed{seed}.checkpoints"
-        ckpt = [CheckpointCallback(ckpt_dir, every_n_steps=args.checkpoint_every)] \
-            if args.resume or args.checkpoint_every else []
+        ckpt_dir = Path(out) / f"{name}-seed{seed}.checkpoints"
+        ckpt = [CheckpointCallback(ckpt_dir, every_n_steps=checkpoint_every)] \
+            if resume or checkpoint_every else []
         main = ddp.is_main_process()
 
         def prepare(built):  # data parallel and resume, after the build, before the fit
-            last = latest_checkpoint(ckpt_dir) if args.resume else None
+            last = latest_checkpoint(ckpt_dir) if resume else None
             try:
                 data = ddp.prepare_fit(built.trainer, built.data.train, checkpoint_dir=ckpt_dir,
-                                       resume=args.resume, sync_batchnorm=args.sync_batchnorm,
-                                       seed=seed)
+                                       resume=resume, sync_batchnorm=sync_batchnorm, seed=seed)
             except Exception as e:  # a damaged or hostile checkpoint: one line naming it
-                if not args.resume:
+                if not resume:
                     raise
                 raise resume_error(last or ckpt_dir, e) from e
-            if args.resume and main and not args.quiet:
+            if resume and main and not quiet:
                 t = built.trainer
                 print(f"resumed from {last} (epoch {t.epoch}, step {t.global_step}, "
                       f"{t.batches_done} batches into epoch {t.epoch + 1})" if last is not None else
@@ -529,16 +674,17 @@ def train_main(args) -> int:
             return data
 
         if not main:  # other ranks train and write nothing
-            runner.train_one(run, seed, device=dev, callbacks=ckpt, prepare=prepare, out=args.out)
+            res = runner.train_one(run, seed, device=dev, callbacks=ckpt, prepare=prepare, out=out)
             ddp.cleanup()
-            return 0
+            res.pop("model", None)
+            return None, runner.clean(res)
         if ckpt:  # owned by this run from now on: two runs never share one
             try:
                 ckpt[0].acquire()
             except FolderInUseError as e:
                 raise RecipeError(f"--out: {e}") from None
         try:
-            staging = _Staging(Path(args.out), name, args.overwrite)
+            staging = _Staging(Path(out), name, overwrite)
         except BaseException:
             for c in ckpt:
                 c.release()
@@ -552,14 +698,15 @@ def train_main(args) -> int:
 
         with _writing(final), staging as tmp:
             cbs = [CSVLogger(tmp), *ckpt]
-            if args.tensorboard:
+            if tensorboard:
                 cbs.append(TensorBoardLogger(tmp / "tensorboard"))
-            if not args.quiet:
+            if not quiet:
                 print(f"descend train: {r.name} / {run.name}, seed {seed}, on {dev}", flush=True)
                 cbs.append(Printer())
             t0 = time.perf_counter()
+            show = (not quiet and sys.stderr.isatty()) if progress is None else progress
             res = runner.train_one(run, seed, device=dev, callbacks=cbs, prepare=prepare,
-                                   progress=(not args.quiet and sys.stderr.isatty()), out=args.out)
+                                   progress=show, out=out)
             ddp.cleanup()
             for c in cbs:
                 if hasattr(c, "close"):
@@ -570,7 +717,7 @@ def train_main(args) -> int:
                 _write_json(tmp / "monitors.json", tables)
             from descend.io import save_weights
             save_weights(tmp / "model.safetensors", model)
-            res = runner._clean(res)
+            res = runner.clean(res)
             _write_json(tmp / "results.json", {
                 "name": r.name, "variant": run.name, "config": run.spec.model_dump(),
                 "meta": _meta(dev, time.perf_counter() - t0), "result": res})
@@ -584,7 +731,27 @@ def train_main(args) -> int:
         for c in ckpt:
             c.release()
     final = staging.final
-    if not args.quiet:
+    if not quiet:
         print(f"test acc {_pct(res['final_test_acc'])}  final val acc {_pct(res['final_val_acc'])}")
-    print(f"wrote {final}" if not args.quiet else str(final))
+    print(f"wrote {final}" if not quiet else str(final))
+    return final, res
+
+
+def train_main(args) -> int:
+    """Run ``descend train`` with parsed ``args``; return the exit status."""
+    from descend.train import distributed as ddp
+
+    if _threads(args):
+        return 2
+    if args.nproc is not None and not ddp.launched_by_torchrun():
+        if "--nproc" not in " ".join(sys.argv):
+            return _fail("--nproc re-runs the command line; from Python, start torchrun yourself")
+        return ddp.relaunch(args.nproc, sys.argv[1:])
+    if args.check:
+        return _check_main(args)
+    train(args.recipe, variant=args.variant, seed=args.seed, out=args.out, device=args.device,
+          epochs=args.epochs, quiet=args.quiet, overwrite=args.overwrite,
+          monitors=False if args.no_monitors else None, tensorboard=args.tensorboard,
+          checkpoint_every=args.checkpoint_every, resume=args.resume,
+          sync_batchnorm=args.sync_batchnorm)
     return 0

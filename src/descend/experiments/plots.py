@@ -48,7 +48,7 @@ def ema(values: list[float], a: float = 0.9) -> np.ndarray:
 
 
 def _stack(runs: list[dict], table: str, key: str) -> np.ndarray | None:
-    cols = [r[table].get(key) for r in runs]
+    cols = [(r.get(table) or {}).get(key) for r in runs]
     if any(c is None for c in cols) or not cols:
         return None
     n = min(len(c) for c in cols)
@@ -57,7 +57,7 @@ def _stack(runs: list[dict], table: str, key: str) -> np.ndarray | None:
     return np.array([[math.nan if v is None else v for v in c[:n]] for c in cols], dtype=float)
 
 
-def _band(ax, x, ys, color, label, smooth=False):
+def _band(ax, x, ys, color, label, smooth=False, style="-"):
     if ys is None or x is None:
         return
     if smooth:
@@ -68,7 +68,7 @@ def _band(ax, x, ys, color, label, smooth=False):
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(ys, axis=0)
             lo, hi = np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
-    ax.plot(x, mean, color=color, label=label, linewidth=1.6)
+    ax.plot(x, mean, color=color, label=label, linewidth=1.6, linestyle=style)
     if ys.shape[0] > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.18, linewidth=0)
 
@@ -89,33 +89,85 @@ def _x(runs, table, key):
     return None if xs is None else np.nanmean(xs, axis=0)
 
 
+STYLES = ["-", "--", "-.", ":"]
+
+
+def same_curves(curves: dict[str, tuple[Any, Any]]) -> list[list[str]]:
+    """Group the variants whose curves are identical (same x and y, NaN equal to NaN).
+
+    Identical curves drawn one over the other hide each other (six variants with the same
+    constant learning rate show one colour); each group is drawn once, labelled with
+    every member.
+
+    >>> a = (np.arange(3), np.ones((1, 3)))
+    >>> same_curves({"sgd": a, "nesterov": a, "adam": (np.arange(3), np.zeros((1, 3)))})
+    [['sgd', 'nesterov'], ['adam']]
+    """
+    groups: list[list[str]] = []
+    keys: list[tuple[Any, Any]] = []
+    for name, (x, ys) in curves.items():
+        for g, (gx, gy) in zip(groups, keys):
+            if (x is None) == (gx is None) and (ys is None) == (gy is None) and (
+                    x is None or (np.shape(x) == np.shape(gx) and np.array_equal(x, gx, equal_nan=True))) and (
+                    ys is None or (np.shape(ys) == np.shape(gy) and np.array_equal(ys, gy, equal_nan=True))):
+                g.append(name)
+                break
+        else:
+            groups.append([name])
+            keys.append((x, ys))
+    return groups
+
+
+def _panel(ax, variants, colors, styles, x_of, y_of, smooth=False, scale=1.0):
+    """Draw each variant's mean curve (band: min-max over seeds); identical curves once."""
+    curves = {}
+    for v in variants:
+        x, ys = x_of(v["runs"]), y_of(v["runs"])
+        curves[v["name"]] = (x, None if ys is None else ys * scale)
+    for group in same_curves(curves):
+        x, ys = curves[group[0]]
+        label = group[0] if len(group) == 1 else " = ".join(group)
+        _band(ax, x, ys, colors[group[0]], label, smooth=smooth, style=styles[group[0]])
+
+
 def write_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tuple[str, str]]:
-    """Write the PNGs of :data:`PLOTS` into ``out_dir``; return ``[(file, title)]``."""
+    """Write the PNGs of :data:`PLOTS` into ``out_dir``; return ``[(file, title)]``.
+
+    Accuracies are drawn in % (as the tables show them). Each variant has its colour and
+    a line style; curves that coincide exactly are drawn once, labelled ``a = b``.
+    """
     require("matplotlib", "plots need", "plots")
     from matplotlib import colormaps
     cmap = colormaps["tab10"]
     colors = {v["name"]: cmap(i % 10) for i, v in enumerate(variants)}
+    styles = {v["name"]: STYLES[(i // 10 + i) % len(STYLES)] for i, v in enumerate(variants)}
     written = []
 
     def save(fig, axes, fname, title):
         for ax in axes:
             ax.grid(True, alpha=0.3)
-        handles, labels = axes[0].get_legend_handles_labels()
-        if handles:
-            axes[-1].legend(handles, labels, fontsize=8, loc="best")
+        per_axis = [ax.get_legend_handles_labels() for ax in axes]
+        if len({tuple(lb) for _, lb in per_axis}) > 1:  # curves grouped differently per panel
+            for ax, (handles, labels) in zip(axes, per_axis):
+                if handles:
+                    ax.legend(handles, labels, fontsize=8, loc="best")
+        elif per_axis and per_axis[0][0]:
+            axes[-1].legend(*per_axis[0], fontsize=8, loc="best")
         fig.suptitle(title)
         fig.savefig(os.path.join(out_dir, fname))
         written.append((fname, title))
 
+    def get(table, key):
+        return lambda runs: _stack(runs, table, key)
+
+    def getx(table, key):
+        return lambda runs: _x(runs, table, key)
+
     for unit, xkey, steps_x in (("steps", "step", True), ("seconds", "time", False)):
         fig, (a1, a2) = _figure(2)
-        for v in variants:
-            runs, c = v["runs"], colors[v["name"]]
-            if steps_x:
-                _band(a1, _x(runs, "steps", "step"), _stack(runs, "steps", "loss"), c, v["name"], smooth=True)
-            else:
-                _band(a1, _x(runs, "steps", "time"), _stack(runs, "steps", "loss"), c, v["name"], smooth=True)
-            _band(a2, _x(runs, "epochs", xkey), _stack(runs, "epochs", "val_loss"), c, v["name"])
+        _panel(a1, variants, colors, styles, getx("steps", "step" if steps_x else "time"), get("steps", "loss"),
+               smooth=True)
+        _panel(a2, variants, colors, styles, getx("epochs", xkey), get("epochs", "val_loss"))
         a1.set_title("training loss (per step, EMA 0.9)")
         a2.set_title("validation loss (per epoch)")
         for a in (a1, a2):
@@ -125,24 +177,19 @@ def write_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tuple[str,
         save(fig, [a1, a2], f"loss_vs_{unit}.png", f"Loss vs {'steps' if steps_x else 'training seconds'}")
 
         fig, (a1, a2) = _figure(2)
-        for v in variants:
-            runs, c = v["runs"], colors[v["name"]]
-            _band(a1, _x(runs, "epochs", xkey), _stack(runs, "epochs", "train_acc"), c, v["name"])
-            _band(a2, _x(runs, "epochs", xkey), _stack(runs, "epochs", "val_acc"), c, v["name"])
+        _panel(a1, variants, colors, styles, getx("epochs", xkey), get("epochs", "train_acc"), scale=100.0)
+        _panel(a2, variants, colors, styles, getx("epochs", xkey), get("epochs", "val_acc"), scale=100.0)
         a1.set_title("training accuracy (running, per epoch)")
         a2.set_title("validation accuracy (per epoch)")
         for a in (a1, a2):
             a.set_xlabel(unit)
-            a.set_ylabel("accuracy")
+            a.set_ylabel("accuracy (%)")
         save(fig, [a1, a2], f"accuracy_vs_{unit}.png",
              f"Accuracy vs {'steps' if steps_x else 'training seconds'}")
 
     fig, (a1, a2) = _figure(2)
-    for v in variants:
-        runs, c = v["runs"], colors[v["name"]]
-        x = _x(runs, "steps", "step")
-        _band(a1, x, _stack(runs, "steps", "lr"), c, v["name"])
-        _band(a2, x, _stack(runs, "steps", "momentum"), c, v["name"])
+    _panel(a1, variants, colors, styles, getx("steps", "step"), get("steps", "lr"))
+    _panel(a2, variants, colors, styles, getx("steps", "step"), get("steps", "momentum"))
     a1.set_title("learning rate")
     a1.set_yscale("log")
     a2.set_title("momentum (or Adam's beta1)")
@@ -151,9 +198,7 @@ def write_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tuple[str,
     save(fig, [a1, a2], "lr_vs_steps.png", "Learning rate and momentum vs steps")
 
     fig, (a1,) = _figure(1)
-    for v in variants:
-        runs, c = v["runs"], colors[v["name"]]
-        _band(a1, _x(runs, "steps", "step"), _stack(runs, "steps", "grad_norm"), c, v["name"], smooth=True)
+    _panel(a1, variants, colors, styles, getx("steps", "step"), get("steps", "grad_norm"), smooth=True)
     a1.set_title("global gradient norm ||g||_2 (EMA 0.9)")
     a1.set_xlabel("steps")
     a1.set_yscale("log")
@@ -201,9 +246,11 @@ def write_monitor_plots(variants: list[dict[str, Any]], out_dir: str) -> list[tu
     for ax, (v, weights) in zip(axes, panels):
         rows = [{"steps": monitor_table(r, "grad_norm") or {}} for r in v["runs"]]
         x = _x(rows, "steps", "step")
+        from descend.analysis.labels import column_label
+        labels = next((r.get("layer_names") for r in v["runs"] if r.get("layer_names")), {})
         for j, name in enumerate(weights):
             color = cmap(j / max(1, len(weights) - 1) * 0.9)
-            _band(ax, x, _stack(rows, "steps", "grad_norm/" + name), color, name)
+            _band(ax, x, _stack(rows, "steps", "grad_norm/" + name), color, column_label(name, labels))
         ax.set_title(v["name"], fontsize=10)
         ax.set_xlabel("steps")
         ax.set_yscale("log")

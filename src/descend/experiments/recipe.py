@@ -12,7 +12,8 @@ A recipe is a mapping (read with ``yaml.safe_load``)::
     model: {name: mlp, hidden: [128]}                # descend.nn.MODELS
     init: {name: he_normal}                          # descend.init.apply (optional)
     loss: {name: cross_entropy}                      # descend.losses.LOSSES
-    optimizer: {name: sgd, lr: 0.1}                  # descend.optim.create
+    optimizer: {name: sgd, lr: 0.1}                  # descend.optim.create, or an import path:
+                                                     #   {name: torch.optim.NAdam, lr: 0.002}
     schedule: {lr: {name: cosine, e0: 0.1, total: 600}}   # descend.schedules, per hyperparameter
     batch_size: 64                                   # or a schedule of the epoch
     epochs: 20
@@ -24,6 +25,8 @@ A recipe is a mapping (read with ``yaml.safe_load``)::
       - {name: sgd}
       - {name: adam, optimizer: {name: adam, lr: 0.001}}
     grid: {optimizer.lr: [0.01, 0.1]}                # every variant x every value
+    search: {optimizer.lr: {log_uniform: [1.0e-4, 1.0e-1]}}   # what `compare --tune` samples
+    tune: {trials: 8, final_seeds: [100, 101, 102, 103, 104]}  # (experiments/tuning.py)
 
 Every component is ``{name: ..., <keyword arguments>}`` resolved through a registry,
 so a new optimizer, schedule, callback or regularizer needs no change here. Errors
@@ -41,6 +44,14 @@ callback, added for it). ``monitors``: ``true`` (default) attaches
 statistics, dead and saturated units, every 20 steps), an integer sets that interval,
 ``false`` attaches none, and a list of components (``[{name: update_ratio_monitor,
 interval: 5}]``) attaches exactly those.
+
+``optimizer`` and the schedules may name a class by import path instead of a registry
+name (``torch.optim.NAdam``, ``pytorch_optimizer:Lion``, ``torch.optim.lr_scheduler.OneCycleLR``;
+:mod:`descend.experiments.components`). ``target_loss`` makes the target "validation
+loss at most this" (regression) instead of ``target_accuracy``; ``eval_every: N`` checks
+the target every N steps on the validation set (default: at each epoch end). ``search``
+(per variant) and ``tune`` (top level) describe fair tuning
+(:mod:`descend.experiments.tuning`); ``descend compare`` without ``--tune`` ignores them.
 """
 
 from __future__ import annotations
@@ -135,16 +146,19 @@ class RunSpec(BaseModel):
         default_factory=lambda: [0], min_length=1, max_length=LIMITS["seeds"])
     split_seed: int = Field(default=0, ge=0, le=MAX_SEED)
     target_accuracy: float = Field(default=0.9, gt=0, le=1)
+    target_loss: float | None = Field(default=None, gt=0)
+    eval_every: int | None = Field(default=None, ge=1)
     callbacks: list[Component] = Field(default_factory=list)
     regularizers: list[Component] = Field(default_factory=list)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
     grad_norm: bool = True
     monitors: Any = True  # true / false / an interval / a list of components: check_static
+    search: dict[str, Any] = Field(default_factory=dict)  # dotted path -> dimension (tuning.py)
 
 
 DATA_PIPELINE_KEYS = ("preprocess", "augment", "sampler")
 RUN_KEYS = set(RunSpec.model_fields) - {"name"}
-TOP_KEYS = {"name", "description", "device", "variants", "grid"} | RUN_KEYS
+TOP_KEYS = {"name", "description", "device", "variants", "grid", "tune"} | RUN_KEYS
 
 
 class Recipe(BaseModel):
@@ -162,6 +176,7 @@ class Recipe(BaseModel):
     device: str = "cpu"
     variants: list[dict[str, Any]] = Field(default_factory=list)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    tune: dict[str, Any] = Field(default_factory=dict)
     base: dict[str, Any] = Field(default_factory=dict)
     source: str = "<recipe>"
     folder: str = "."
@@ -498,7 +513,7 @@ def load(recipe: str | os.PathLike | dict[str, Any], *, overrides: dict[str, Any
         if not isinstance(values, list) or not values:
             raise RecipeError(f"{source}: grid.{key}: `{key}` must be a non-empty list of values. "
                               f"Received: {key}={short_repr(values)}")
-    top = {k: raw[k] for k in ("name", "description", "device", "variants", "grid") if k in raw}
+    top = {k: raw[k] for k in ("name", "description", "device", "variants", "grid", "tune") if k in raw}
     base = {k: v for k, v in raw.items() if k in RUN_KEYS}
     try:
         r = Recipe(**top, base=base, source=source, folder=folder)

@@ -12,68 +12,165 @@ from typing import Any
 
 COLUMNS = [
     ("variant", "variant"),
+    ("rank", "rank"),
+    ("final_test_acc", "final test acc"),
+    ("vs_best", "vs best (p)"),
     ("final_val_acc", "final val acc"),
     ("best_val_acc", "best val acc"),
-    ("final_test_acc", "final test acc"),
+    ("final_train_loss", "train loss"),
     ("steps_to_target", "steps to target"),
-    ("seconds_to_target", "seconds to target"),
     ("reached", "reached"),
+    ("seconds_to_target", "seconds to target"),
     ("train_seconds", "train s"),
 ]
+LOSS_COLUMNS = {"final_test_acc": ("final_test_loss", "final test loss"),
+                "final_val_acc": ("final_val_loss", "final val loss"), "best_val_acc": None}
 
 
-def _fmt(cell: Any, key: str) -> str:
+def columns(summary: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The table's columns: accuracies when the runs measured them, else losses (regression).
+
+    >>> [k for k, _ in columns([{"final_test_acc": {"mean": 0.9}}])][:3]
+    ['variant', 'rank', 'final_test_acc']
+    >>> [k for k, _ in columns([{"final_test_acc": {"mean": None}}])][:3]
+    ['variant', 'rank', 'final_test_loss']
+    """
+    has_acc = any((row.get("final_test_acc") or {}).get("mean") is not None for row in summary)
+    if has_acc:
+        return list(COLUMNS)
+    out = []
+    for k, t in COLUMNS:
+        if k in LOSS_COLUMNS:
+            if LOSS_COLUMNS[k] is not None:
+                out.append(LOSS_COLUMNS[k])
+        else:
+            out.append((k, t))
+    return out
+
+
+def _num(v: float, key: str) -> str:
+    if key.endswith("acc"):
+        return f"{100 * v:.2f}"
+    if key.startswith("steps"):
+        return f"{v:.0f}"
+    if key.endswith("loss"):
+        return f"{v:.4g}"
+    return f"{v:.2f}"
+
+
+def _fmt(cell: Any, key: str, busy: bool = False) -> str:
     if isinstance(cell, str):
         return cell
     if not isinstance(cell, dict) or cell.get("mean") is None:
         return "-"
-    m, s = cell["mean"], cell["std"]
-    if key.endswith("acc"):
-        return f"{100 * m:.2f} ± {100 * s:.2f}"
-    if key.startswith("steps"):
-        return f"{m:.0f} ± {s:.0f}"
-    return f"{m:.2f} ± {s:.2f}"
+    text = _num(cell["mean"], key)
+    if cell.get("lo") is not None and cell.get("hi") is not None:
+        text += f" [{_num(cell['lo'], key)}, {_num(cell['hi'], key)}]"
+    if busy and "seconds" in key:
+        text += " *"
+    return text
 
 
-def table_rows(summary: list[dict[str, Any]]) -> list[list[str]]:
-    """Header row then one row per variant, formatted (accuracies in %).
+def _vs_best(row: dict[str, Any] | None, key: str) -> str:
+    from descend.analysis.stats import fmt_p
+    if row is None:
+        return "-"
+    if row.get("p_adj") is None and row.get("diff") == 0.0:
+        return "best"
+    scale = 100 if key.endswith("acc") else 1
+    d, lo, hi = row.get("diff"), row.get("diff_lo"), row.get("diff_hi")
+    if d is None:
+        return "-"
+    unit = " pt" if key.endswith("acc") else ""
+    text = f"{scale * d:+.2f}{unit}" if scale == 100 else f"{d:+.4g}"
+    if lo is not None and hi is not None:
+        text += f" [{scale * lo:+.2f}, {scale * hi:+.2f}]" if scale == 100 else f" [{lo:+.4g}, {hi:+.4g}]"
+    return text + f" ({fmt_p(row.get('p_adj'))})"
+
+
+def table_rows(summary: list[dict[str, Any]], statistics: dict[str, Any] | None = None) -> list[list[str]]:
+    """Header row then one row per variant: mean [95% CI] over seeds (accuracies in %).
+
+    With ``statistics`` (:func:`descend.experiments.verdicts.analyse`) the rows follow the
+    ranking of the primary measure (test accuracy, or test loss), with the rank and the
+    difference to the best (its interval and Holm-adjusted p-value). Seconds measured on
+    a busy machine carry a ``*``.
 
     >>> from descend.experiments.runner import summarize
     >>> run = dict(seed=0, final_val_acc=0.8, best_val_acc=0.85, final_test_acc=0.75, final_train_loss=0.5,
-    ...            steps_to_target=10, seconds_to_target=1.5, train_seconds=2.0)
-    >>> rows = table_rows([summarize("sgd", [run])])
-    >>> rows[0][:3], rows[1][:3]
-    (['variant', 'final val acc', 'best val acc'], ['sgd', '80.00 ± 0.00', '85.00 ± 0.00'])
+    ...            steps_to_target=10, seconds_to_target=1.5, train_seconds=2.0, steps_run=20)
+    >>> rows = table_rows([summarize("sgd", [run, {**run, "seed": 1, "final_test_acc": 0.77}])])
+    >>> rows[0][:4], rows[1][:3]
+    (['variant', 'rank', 'final test acc', 'vs best (p)'], ['sgd', '-', '76.00 [63.29, 88.71]'])
     """
-    rows = [[title for _, title in COLUMNS]]
-    for row in summary:
-        rows.append([_fmt(row.get(k), k) for k, _ in COLUMNS])
+    cols = columns(summary)
+    rows = [[title for _, title in cols]]
+    primary, ranked = None, None
+    if statistics and statistics.get("measures"):
+        primary = next(iter(statistics["measures"]))
+        ranked = {r["variant"]: r for r in statistics["measures"][primary]["result"]["rows"]}
+    order = summary
+    if ranked:
+        pos = {name: i for i, name in enumerate(ranked)}
+        order = sorted(summary, key=lambda row: pos.get(row["variant"], len(pos)))
+    for row in order:
+        cells = []
+        for k, _ in cols:
+            if k == "rank":
+                cells.append(str(ranked[row["variant"]]["rank"]) if ranked and row["variant"] in ranked else "-")
+            elif k == "vs_best":
+                cells.append(_vs_best(ranked.get(row["variant"]) if ranked else None, primary or ""))
+            else:
+                cells.append(_fmt(row.get(k), k, busy=bool(row.get("busy"))))
+        rows.append(cells)
     return rows
 
 
-def text_table(summary: list[dict[str, Any]], target: float | None = None) -> str:
-    """The summary as an aligned plain-text table (mean ± std over seeds).
+def _note(summary, target=None, statistics=None) -> str:
+    from descend.experiments.verdicts import target_words
+    parts = ["mean [95% CI] over seeds", "accuracies in %"]
+    if statistics and statistics.get("measures"):
+        parts.append("rank and vs best: paired tests over seeds, Holm-corrected; variants that no other "
+                     "variant beats share rank 1")
+    if isinstance(target, dict):
+        parts.append(f"target = {target_words(target)}; steps to target: a run that never reached it counts "
+                     "as its budget (restricted mean)")
+    elif target is not None:
+        parts.append(f"target = validation accuracy >= {100 * target:g}%")
+    if any(row.get("busy") for row in summary):
+        loads = [row.get("load_max") for row in summary if row.get("load_max") is not None]
+        parts.append(f"* seconds measured on a busy machine (load average up to {max(loads):.1f}): not comparable; "
+                     "steps are the measure")
+    return "; ".join(parts)
+
+
+TEXT_COLUMNS = {"variant", "rank", "final_test_acc", "final_test_loss", "vs_best", "final_val_acc",
+                "final_val_loss", "steps_to_target", "reached", "train_seconds"}
+
+
+def text_table(summary: list[dict[str, Any]], target: Any = None, statistics: dict[str, Any] | None = None) -> str:
+    """The summary as an aligned plain-text table, with a note saying what the figures are
+    (the terminal's columns; report.html has every column).
 
     >>> from descend.experiments.runner import summarize
     >>> run = dict(seed=0, final_val_acc=0.8, best_val_acc=0.85, final_test_acc=0.75, final_train_loss=0.5,
-    ...            steps_to_target=10, seconds_to_target=1.5, train_seconds=2.0)
-    >>> print(text_table([summarize("sgd", [run, {**run, "seed": 1, "final_val_acc": 0.9}])]))
-    variant  final val acc  best val acc  final test acc  steps to target  seconds to target  reached      train s
-    -------  -------------  ------------  --------------  ---------------  -----------------  -------  -----------
-    sgd       85.00 ± 7.07  85.00 ± 0.00    75.00 ± 0.00           10 ± 0        1.50 ± 0.00      2/2  2.00 ± 0.00
-    (accuracies in %, mean ± std over seeds)
+    ...            steps_to_target=10, seconds_to_target=1.5, train_seconds=2.0, steps_run=20)
+    >>> print(text_table([summarize("sgd", [run, {**run, "seed": 1, "final_val_acc": 0.9}])]))  # doctest: +NORMALIZE_WHITESPACE
+    variant  rank  final test acc  vs best (p)  final val acc  steps to target  reached  train s
+    -------  ----  --------------------  -----------  ---------------------  ---------------  -------  -----------------
+    sgd  -  75.00 [75.00, 75.00]  -  85.00 [21.47, 100.00]  10 [10, 10]  2/2  2.00 [2.00, 2.00]
+    (mean [95% CI] over seeds; accuracies in %)
     """
-    rows = table_rows(summary)
+    full = table_rows(summary, statistics)
+    keep = [i for i, (k, _) in enumerate(columns(summary)) if k in TEXT_COLUMNS]
+    rows = [[r[i] for i in keep] for r in full]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for j, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
-    note = "accuracies in %, mean ± std over seeds"
-    if target is not None:
-        note += f"; target = validation accuracy >= {100 * target:g}%"
-    return "\n".join(lines) + f"\n({note})"
+    return "\n".join(lines) + f"\n({_note(summary, target, statistics)})"
 
 
 _CSS = """
@@ -86,6 +183,7 @@ th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+ul.answer { font-size: 1.05em; background: #f4f8ff; border-left: 4px solid #3b6fd8; padding: 0.6em 1.2em 0.6em 2em; }
 """
 
 
@@ -108,11 +206,17 @@ def monitor_rows(variants: list[dict[str, Any]]) -> list[list[str]]:
 
     >>> runs = [{"monitors": {"activations": {"step": [0, 1], "dead/1": [0.5, 0.25]}}}]
     >>> monitor_rows([{"name": "relu", "runs": runs}])
-    [['variant', 'dead 1'], ['relu', '25.0%']]
+    [['variant', 'dead: 1'], ['relu', '25.0%']]
+    >>> runs[0]["layer_names"] = {"1": "layer 1 ReLU"}                # recorded by the runner
+    >>> monitor_rows([{"name": "relu", "runs": runs}])[0]
+    ['variant', 'dead: layer 1 ReLU']
     >>> monitor_rows([{"name": "plain", "runs": [{}]}])           # nothing monitored
     []
     """
+    from descend.analysis.labels import column_label
     from descend.experiments.plots import layer_columns, monitor_table
+
+    labels = next((r.get("layer_names") for v in variants for r in v["runs"] if r.get("layer_names")), {})
 
     def mean(xs):
         xs = [x for x in xs if x is not None]
@@ -128,7 +232,8 @@ def monitor_rows(variants: list[dict[str, Any]]) -> list[list[str]]:
                         if n.endswith("weight")]) >= 2 for v in variants)
     if not cols and not has_grad:
         return []
-    head = ["variant"] + [f"{'dead' if p == 'dead/' else 'saturated'} {layer}" for p, layer in cols]
+    head = ["variant"] + [f"{'dead' if p == 'dead/' else 'saturated'}: {column_label(p + layer, labels)}"
+                          for p, layer in cols]
     if has_grad:
         head.append("grad norm first/last layer")
     rows = [head]
@@ -167,29 +272,64 @@ def _html_figures(plots: list[tuple[str, str]]) -> str:
                    for f, t in plots)
 
 
+def pair_rows(statistics: dict[str, Any]) -> list[list[str]]:
+    """Every pairwise comparison of every measure: difference [95% CI], raw and Holm-adjusted p.
+
+    >>> from descend.analysis.stats import compare_variants
+    >>> res = compare_variants({"a": [1.0, 2.0, 3.0], "b": [1.1, 2.2, 3.1]})
+    >>> pair_rows({"measures": {"final_test_loss": {"label": "test loss", "result": res}}})[1][:3]
+    ['test loss', 'a - b', '-0.1333 [-0.2768, 0.01009]']
+    """
+    from descend.analysis.stats import fmt_p
+    rows = [["measure", "pair", "difference [95% CI]", "test", "p", "p (Holm)", "significant"]]
+    for key, m in (statistics.get("measures") or {}).items():
+        scale = 100 if key.endswith("acc") else 1
+        for pr in m["result"]["pairs"]:
+            d = pr.get("diff")
+            ci = "-" if d is None else f"{scale * d:.4g}" + (
+                f" [{scale * pr['lo']:.4g}, {scale * pr['hi']:.4g}]" if pr.get("lo") is not None else "")
+            rows.append([m["label"], f"{pr['a']} - {pr['b']}", ci, pr["method"], fmt_p(pr.get("p")),
+                         fmt_p(pr.get("p_adj")), "yes" if pr.get("significant") else "no"])
+    return rows
+
+
 def write_html(path: str, *, title: str, description: str, summary: list[dict[str, Any]],
                plots: list[tuple[str, str]], meta: dict[str, Any], recipe_text: str,
-               target: float | None = None, monitor_table: list[list[str]] | None = None,
-               monitor_plots: list[tuple[str, str]] | None = None) -> None:
-    """Write ``report.html``: meta line, summary table, the plots, the monitors, and the recipe.
+               target: Any = None, monitor_table: list[list[str]] | None = None,
+               monitor_plots: list[tuple[str, str]] | None = None,
+               statistics: dict[str, Any] | None = None, sections: list[tuple[str, str]] | None = None) -> None:
+    """Write ``report.html``: the answer in words, the summary table with intervals, ranks and
+    differences, every pairwise test, the plots, the monitors, extra ``sections``
+    (``[(title, html)]``: tuning, suite) and the recipe.
 
     >>> import os, tempfile
     >>> run = dict(seed=0, final_val_acc=0.8, best_val_acc=0.85, final_test_acc=0.75, final_train_loss=0.5,
-    ...            steps_to_target=10, seconds_to_target=1.5, train_seconds=2.0)
+    ...            steps_to_target=10, seconds_to_target=1.5, train_seconds=2.0, steps_run=20)
     >>> from descend.experiments.runner import summarize
+    >>> from descend.experiments.verdicts import analyse
+    >>> variants = [{"name": "sgd", "runs": [run]}]
+    >>> variants[0]["summary"] = summarize("sgd", variants[0]["runs"])
     >>> path = os.path.join(tempfile.mkdtemp(), "report.html")
     >>> write_html(path, title="demo", description="one variant", meta={"epochs": 1}, plots=[],
-    ...            summary=[summarize("sgd", [run])], recipe_text="name: demo")
+    ...            summary=[variants[0]["summary"]], recipe_text="name: demo", statistics=analyse(variants))
     >>> text = open(path).read()
-    >>> text.startswith("<!DOCTYPE html>"), "<td>sgd</td>" in text, "name: demo" in text
-    (True, True, True)
+    >>> text.startswith("<!DOCTYPE html>"), "<td>sgd</td>" in text, "name: demo" in text, "One seed" in text
+    (True, True, True, True)
     """
     e = html.escape
     meta_line = " · ".join(f"{e(str(k))}: {e(str(v))}" for k, v in meta.items())
-    note = "Accuracies in %, mean ± standard deviation over seeds."
-    if target is not None:
-        note += (f" Steps and seconds to target: first epoch end with validation accuracy "
-                 f"&ge; {100 * target:g}%, averaged over the seeds that reached it.")
+    note = e(_note(summary, target, statistics)[0].upper() + _note(summary, target, statistics)[1:]) + "."
+    answer = ""
+    if statistics and statistics.get("answer"):
+        answer = ("<h2>Answer</h2>\n<ul class=\"answer\">" + "".join(f"<li>{e(line)}</li>" for line in statistics["answer"])
+                  + "</ul>\n")
+    pairs = ""
+    if statistics and statistics.get("measures"):
+        pairs = ("<h2>Pairwise comparisons</h2>\n" + _html_table(pair_rows(statistics)) + "\n"
+                 '<p class="sub">Paired over seeds when both variants ran the same seeds (same initial '
+                 "weights and data order): paired t-test on the per-seed differences; otherwise Welch's "
+                 "t-test. All pairs of a measure form one family, Holm-corrected at alpha "
+                 f"{statistics.get('alpha', 0.05):g}. Accuracy differences in points.</p>\n")
     figs = _html_figures(plots)
     mon = ""
     if monitor_table or monitor_plots:
@@ -203,19 +343,21 @@ def write_html(path: str, *, title: str, description: str, summary: list[dict[st
                     "last weight tensor, median over the samples (far below 1: vanishing). "
                     "Per-run tables: monitors/*.json; <code>descend doctor</code> reads them.</p>\n")
         mon += _html_figures(monitor_plots or [])
+    extra = "".join(f"<h2>{e(t)}</h2>\n{body}\n" for t, body in (sections or []))
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(title)}</title><style>{_CSS}</style></head>
 <body>
 <h1>{e(title)}</h1>
-<p class="sub">{meta_line}</p>
+{answer}<p class="sub">{meta_line}</p>
 <p>{e(description)}</p>
 <h2>Summary</h2>
-{_html_table(table_rows(summary))}
+{_html_table(table_rows(summary, statistics))}
 <p class="sub">{note}</p>
-<h2>Curves</h2>
-<p class="sub">Lines: mean over seeds; bands: min–max over seeds.</p>
+{pairs}{extra}<h2>Curves</h2>
+<p class="sub">Lines: mean over seeds; bands: min–max over seeds. Curves that coincide are drawn once and
+labelled with every variant they belong to.</p>
 {figs}
 {mon}
 <h2>Recipe</h2>

@@ -13,16 +13,20 @@ seeded with the run's seed. ``monitors`` (default: gradient norms and activation
 statistics every 20 steps) are attached before the recipe's callbacks; their tables come
 back in ``monitors``.
 
-Summary per variant (over seeds, mean and sample standard deviation, ``ddof=1``):
-final and best validation accuracy, final test accuracy, and the steps and seconds to
-reach ``target_accuracy`` on the validation set (checked at the end of each epoch;
-averaged over the seeds that reached it, with ``reached = k/n``).
+Summary per variant (over seeds: mean, sample standard deviation and 95% t-interval,
+:func:`descend.analysis.stats.mean_ci`): final and best validation accuracy, final test
+accuracy and losses, and the steps and seconds to reach the target on the validation set
+(``target_accuracy``, or ``target_loss``; checked at each epoch end or every
+``eval_every`` steps) as restricted means in which a run that never reached the target
+counts as its budget (:func:`summarize`), with ``reached = k/n``. Every run records the
+machine's load average, so that seconds measured on a busy machine are flagged.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from typing import Any, Callable
 
 import torch
 
+from descend.callbacks import Callback
 from descend.experiments.recipe import (DATA_PIPELINE_KEYS, Component, RecipeError, Run,
                                         check_model_size, field_of)
 
@@ -133,7 +138,7 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
     ``directory``, ``tensorboard``'s ``log_dir``) must be relative paths without ``..``;
     they are taken inside ``out`` (the command's ``--out``; default: the working folder).
     """
-    from descend import optim, schedules
+    from descend import schedules
     from descend.train import Callback, Trainer
 
     spec = run.spec
@@ -154,8 +159,9 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
     from descend.losses import LOSSES
     loss_fn = _guard(run, ["loss"], spec.loss.as_dict(),
                      lambda: LOSSES.create(spec.loss.name, **spec.loss.kwargs))
+    from descend.experiments.components import create_lr_scheduler, create_optimizer, is_import_path
     opt = _guard(run, ["optimizer"], spec.optimizer.as_dict(),
-                 lambda: optim.create(spec.optimizer.name, model.parameters(), **spec.optimizer.kwargs))
+                 lambda: create_optimizer(spec.optimizer.name, model.parameters(), **spec.optimizer.kwargs))
 
     cbs: list = []
     aug = spec.data.kwargs.get("augment")
@@ -165,14 +171,22 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
             return Augment(aug if isinstance(aug, list) else [aug], seed=seed)
         cbs.append(_guard(run, ["data", "augment"], {}, make_aug))
     scheds: dict[str, Any] = {}
+    schedulers = []
     for key, s in spec.schedule.items():
         section = s if isinstance(s, dict) else {}
+        if isinstance(s, dict) and is_import_path(s.get("name")):  # a torch LR scheduler class
+            if key != "lr":
+                raise run.error(["schedule", key], "a torch LR scheduler (import path) schedules the "
+                                f"learning rate: write it under `lr`. Received: schedule key {key!r}")
+            kw = {k: v for k, v in s.items() if k != "name"}
+            schedulers.append(_guard(run, ["schedule", key], section, lambda s=s, kw=kw: create_lr_scheduler(
+                s["name"], opt, unit=spec.schedule_unit, **kw)))
+            continue
         scheds[key] = _guard(run, ["schedule", key], section, lambda s=s: schedules.create(s))
         if isinstance(scheds[key], Callback):  # metric-driven (plateau): fed by the epoch logs
             cbs.append(scheds[key])
-    schedulers = []
     if scheds:
-        schedulers.append(_guard(run, ["schedule"], dict(spec.schedule), lambda: schedules.Scheduler(
+        schedulers.insert(0, _guard(run, ["schedule"], dict(spec.schedule), lambda: schedules.Scheduler(
             opt, scheds, unit=spec.schedule_unit, scale=spec.schedule_scale)))
 
     batch_size: Any = spec.batch_size
@@ -271,15 +285,79 @@ def check_device(device: str) -> torch.device:
     return Trainer._check_device(device)
 
 
-def _clean(v: Any) -> Any:
-    """JSON-safe: NaN / inf -> None."""
+def clean(v: Any) -> Any:
+    """JSON-safe: NaN / inf -> None, recursively.
+
+    >>> clean({"a": [1.0, float("nan")], "b": float("inf")})
+    {'a': [1.0, None], 'b': None}
+    """
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
+        return {k: clean(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
+        return [clean(x) for x in v]
     return v
+
+
+_clean = clean  # the former private name
+
+
+class TargetProbe(Callback):
+    """Check the target on the validation set every ``every`` steps (``eval_every``).
+
+    Records ``{"step", "time", "value"}`` rows of the validation metric (accuracy, or the
+    loss with ``target_loss``); the first row meeting the target gives the steps to it.
+    ``time`` is training seconds: the probe's own evaluations are subtracted (``spent``).
+    """
+
+    def __init__(self, val, every: int, key: str):
+        self.val, self.every, self.key = val, every, key
+        self.rows: dict[str, list] = {"step": [], "time": [], "value": []}
+        self.spent, self._epoch_start = 0.0, 0.0
+
+    def on_epoch_begin(self, trainer):
+        self._epoch_start = time.perf_counter()
+
+    def on_batch_end(self, trainer, logs):
+        if trainer.global_step % self.every == 0:
+            t0 = time.perf_counter()
+            value = trainer.evaluate(self.val).get(self.key)
+            self.rows["step"].append(trainer.global_step)
+            self.rows["time"].append(trainer.train_seconds + (t0 - self._epoch_start) - self.spent)
+            self.rows["value"].append(value)
+            self.spent += time.perf_counter() - t0
+
+
+def target_of(spec) -> dict[str, Any]:
+    """The run's target: ``{"metric", "mode", "value"}`` (``target_loss`` wins over ``target_accuracy``).
+
+    >>> from descend.experiments.recipe import RunSpec
+    >>> s = RunSpec(data={"name": "digits"}, model={"name": "mlp"}, optimizer={"name": "sgd"}, epochs=1)
+    >>> target_of(s), target_of(s.model_copy(update={"target_loss": 0.1}))
+    ({'metric': 'val_acc', 'mode': 'max', 'value': 0.9}, {'metric': 'val_loss', 'mode': 'min', 'value': 0.1})
+    """
+    if spec.target_loss is not None:
+        return {"metric": "val_loss", "mode": "min", "value": float(spec.target_loss)}
+    return {"metric": "val_acc", "mode": "max", "value": float(spec.target_accuracy)}
+
+
+def _met(value, target) -> bool:
+    if value is None or not math.isfinite(value):
+        return False
+    return value >= target["value"] if target["mode"] == "max" else value <= target["value"]
+
+
+def load_now() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages of the machine (None where unknown).
+
+    >>> load_now() is None or len(load_now()) == 3
+    True
+    """
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return None
 
 
 def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
@@ -295,8 +373,22 @@ def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
     result, not an error: ``diverged`` holds the message, the curves end at the last
     finished epoch and the test split is evaluated on the last finite weights (how
     ``descend compare`` keeps the other runs of a comparison). Otherwise it is raised.
+
+    Steps (and seconds) to the target are those of the first check that meets it: at each
+    epoch end, or every ``eval_every`` steps; ``None`` when the run never meets it, with
+    ``steps_run`` the budget it had (a censored time, see
+    :func:`descend.analysis.stats.time_to_target`). ``load`` is the machine's load
+    average when the run ended, for judging its seconds.
     """
-    built = build(run, seed, device=device, cache=cache, callbacks=callbacks, progress=progress, out=out)
+    spec = run.spec
+    target = target_of(spec)
+    cache = {} if cache is None else cache
+    data = load_data(run, cache)
+    probe = None
+    if spec.eval_every is not None and len(data.val):
+        probe = TargetProbe(data.val, spec.eval_every, "acc" if target["metric"] == "val_acc" else "loss")
+    built = build(run, seed, device=device, cache=cache, callbacks=list(callbacks or []) + ([probe] if probe else []),
+                  progress=progress, out=out)
     t, data = built.trainer, built.data
     train = built.train
     if prepare is not None:
@@ -305,7 +397,7 @@ def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
     t0 = time.perf_counter()
     diverged = None
     try:
-        hist = t.fit(train, val, epochs=run.spec.epochs - t.epoch)
+        hist = t.fit(train, val, epochs=spec.epochs - t.epoch)
     except FloatingPointError as e:
         if not diverged_ok:
             raise
@@ -313,31 +405,51 @@ def train_one(run: Run, seed: int, *, device="cpu", cache=None, callbacks=None,
     wall = time.perf_counter() - t0
     test = t.evaluate(data.test) if len(data.test) else {}
     ep = hist.epochs
-    acc_key = "val_acc" if "val_acc" in ep else "train_acc"
-    accs = ep.get(acc_key, [])
-    reached = next((i for i, a in enumerate(accs) if a is not None and a >= run.spec.target_accuracy), None)
-    finite = [a for a in accs if a is not None and math.isfinite(a)]
+    key = target["metric"] if target["metric"] in ep else target["metric"].replace("val_", "train_")
+    if probe is not None:
+        rows, where = probe.rows, "probe"
+    else:
+        rows, where = {"step": ep.get("step", []), "time": ep.get("time", []), "value": ep.get(key, [])}, "epoch"
+    reached = next((i for i, v in enumerate(rows["value"]) if _met(v, target)), None)
+
+    def last(k):
+        return ep[k][-1] if ep.get(k) else None
+
+    def best(k, fn):
+        xs = [v for v in ep.get(k, []) if v is not None and math.isfinite(v)]
+        return fn(xs) if xs else None
     result = {
         "seed": seed,
         "steps": hist.steps,
         "epochs": hist.epochs,
         "test": test,
-        "final_val_acc": ep["val_acc"][-1] if "val_acc" in ep and ep["val_acc"] else None,
-        "best_val_acc": max(finite) if "val_acc" in ep and finite else None,
+        "final_val_acc": last("val_acc"),
+        "best_val_acc": best("val_acc", max),
         "final_test_acc": test.get("acc"),
-        "final_train_loss": ep["train_loss"][-1] if ep.get("train_loss") else None,
-        "target_metric": acc_key,
-        "steps_to_target": ep["step"][reached] if reached is not None else None,
-        "seconds_to_target": ep["time"][reached] if reached is not None else None,
-        "train_seconds": t.train_seconds,
+        "final_val_loss": last("val_loss"),
+        "best_val_loss": best("val_loss", min),
+        "final_test_loss": test.get("loss"),
+        "final_train_loss": last("train_loss"),
+        "target": target,
+        "target_metric": key,
+        "target_checked": where,
+        "target_checks": rows if probe is not None else None,
+        "steps_to_target": rows["step"][reached] if reached is not None else None,
+        "seconds_to_target": rows["time"][reached] if reached is not None else None,
+        "train_seconds": t.train_seconds - (probe.spent if probe is not None else 0.0),
         "wall_seconds": wall,
         "epochs_run": t.epoch,
         "steps_run": t.global_step,
+        "load": load_now(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
     }
     if diverged is not None:
         result["diverged"] = diverged
-    result["monitors"] = _clean({k: {c: list(v) for c, v in table.items()}
-                                 for k, table in (getattr(hist, "monitors", None) or {}).items()})
+    from descend.analysis.labels import layer_labels
+    result["layer_names"] = layer_labels(built.model)
+    result["monitors"] = clean({k: {c: list(v) for c, v in table.items()}
+                                for k, table in (getattr(hist, "monitors", None) or {}).items()})
     result["model"] = built.model
     return result
 
@@ -358,23 +470,56 @@ def mean_std(values: list[Any]) -> dict[str, Any]:
     return {"mean": m, "std": sd, "n": len(xs)}
 
 
-SUMMARY_KEYS = ["final_val_acc", "best_val_acc", "final_test_acc", "final_train_loss",
-                "steps_to_target", "seconds_to_target", "train_seconds"]
+SUMMARY_KEYS = ["final_val_acc", "best_val_acc", "final_test_acc", "final_val_loss", "final_test_loss",
+                "final_train_loss", "train_seconds"]
+
+
+def busy(load: list[float] | None, cpus: int | None, threads: int = 1) -> bool:
+    """Whether the machine was busy: a 1-minute load average above its CPU count.
+
+    Above that, some runnable threads waited for a core, so wall-clock seconds measured
+    then are inflated by the other jobs and do not compare with seconds measured on an
+    idle machine (steps do).
+
+    >>> busy([3.5, 2.0, 1.0], 2), busy([0.9, 1.0, 1.0], 2), busy(None, 2)
+    (True, False, False)
+    """
+    return bool(load and cpus and load[0] > cpus)
 
 
 def summarize(variant: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One summary row: mean/std over seeds of :data:`SUMMARY_KEYS`, and ``reached`` k/n.
+    """One summary row over seeds: mean, std and 95% t-interval of :data:`SUMMARY_KEYS`;
+    the steps and seconds to the target with runs that never reached it counted.
 
-    >>> runs = [{"seed": 0, "final_val_acc": 0.8, "steps_to_target": 10},
-    ...         {"seed": 1, "final_val_acc": 0.9, "steps_to_target": None}]
+    Each cell is :func:`descend.analysis.stats.mean_ci` (``mean, std, n, lo, hi``).
+    ``steps_to_target`` / ``seconds_to_target``: the restricted mean ``E[min(T, B)]``
+    (a run that never reached the target counts as its budget ``B``, the steps it ran;
+    seconds: its training seconds) with its interval, plus the Kaplan-Meier ``median``
+    and ``reached`` (k of n); never the mean of the lucky runs only. ``busy``: some run
+    ended on a machine whose load exceeded its cores (its seconds are not comparable).
+
+    >>> runs = [{"seed": 0, "final_val_acc": 0.8, "steps_to_target": 10, "steps_run": 40},
+    ...         {"seed": 1, "final_val_acc": 0.9, "steps_to_target": None, "steps_run": 40}]
     >>> row = summarize("sgd", runs)
-    >>> row["seeds"], round(row["final_val_acc"]["mean"], 4), row["steps_to_target"], row["reached"]
-    ([0, 1], 0.85, {'mean': 10.0, 'std': 0.0, 'n': 1}, '1/2')
+    >>> row["seeds"], round(row["final_val_acc"]["mean"], 4), row["steps_to_target"]["mean"], row["reached"]
+    ([0, 1], 0.85, 25.0, '1/2')
+    >>> row["steps_to_target"]["median"], row["steps_to_target"]["censored_at"]
+    (10.0, [40])
     """
+    from descend.analysis.stats import mean_ci, time_to_target
     row: dict[str, Any] = {"variant": variant, "seeds": [r["seed"] for r in runs]}
     for k in SUMMARY_KEYS:
-        row[k] = mean_std([r.get(k) for r in runs])
-    row["reached"] = f"{sum(r['steps_to_target'] is not None for r in runs)}/{len(runs)}"
+        row[k] = mean_ci([r.get(k) for r in runs], bounds=(0.0, 1.0) if k.endswith("acc") else None)
+    for k, budget in (("steps_to_target", "steps_run"), ("seconds_to_target", "train_seconds")):
+        budgets = [r.get(budget) if r.get(budget) is not None else math.inf for r in runs]
+        tt = time_to_target([r.get(k) for r in runs], budgets)
+        row[k] = {**tt["rmst"], "median": tt["median"], "reached": tt["reached"],
+                  "censored_at": [b for r, b in zip(runs, budgets) if r.get(k) is None],
+                  "capped": tt["capped"]}
+    row["reached"] = f"{sum(r.get('steps_to_target') is not None for r in runs)}/{len(runs)}"
+    loads = [r.get("load") for r in runs if r.get("load")]
+    row["load_max"] = max(x[0] for x in loads) if loads else None
+    row["busy"] = any(busy(r.get("load"), r.get("cpus")) for r in runs)
     return row
 
 
@@ -394,9 +539,9 @@ def run_all(runs: list[Run], *, device="cpu", on_result: Callable[[Run, dict], N
         for seed in run.spec.seeds:
             r = train_one(run, seed, device=device, cache=cache, out=out, diverged_ok=True)
             r.pop("model", None)
-            results.append(_clean(r))
+            results.append(clean(r))
             if on_result is not None:
                 on_result(run, r)
         done.append({"name": run.name, "config": run.spec.model_dump(), "runs": results,
-                     "summary": _clean(summarize(run.name, results))})
+                     "summary": clean(summarize(run.name, results))})
     return done

@@ -5,6 +5,7 @@
 - normalization: norms by name for the builders, ``convert_sync_batchnorm``;
 - layers: ``DropConnectLinear`` (+ ``dropconnect_linear``), ``GaussianNoise``, ``ScalarBias``;
 - folding: ``population_statistics`` and ``fold_batchnorm`` (BN inference, Algorithm 2);
+- recurrent: ``GRU``, torch's GRU with the notes' reset-before candidate as an option;
 - models: the ``MODELS`` registry (``mlp``, ``cnn``, ``logistic``, ``rnn``, ``gru``,
   ``lstm``) and ``ResidualBlock``.
 """
@@ -15,10 +16,11 @@ from descend.nn.folding import fold_batchnorm, population_statistics
 from descend.nn.layers import DropConnectLinear, GaussianNoise, ScalarBias, dropconnect_linear
 from descend.nn.models import MODELS, RecurrentClassifier, ResidualBlock
 from descend.nn.normalization import convert_sync_batchnorm, norm_layer
+from descend.nn.recurrent import GRU
 
 __all__ = [
     "ACTIVATIONS", "MODELS", "DropConnectLinear", "GaussianNoise", "ScalarBias", "dropconnect_linear",
     "fold_batchnorm", "population_statistics", "Maxout", "MaxoutLinear", "RecurrentClassifier", "ResidualBlock", "ScaledTanh",
     "convert_sync_batchnorm", "norm_layer",
 ]
-__all__ += ["Dropout", "DropoutMLP", "mc_predict", "weight_scaling_predict"]
+__all__ += ["Dropout", "DropoutMLP", "mc_predict", "weight_scaling_predict", "GRU"]

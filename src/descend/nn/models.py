@@ -303,7 +303,10 @@ class RecurrentClassifier(nn.Module):
     directions concatenated if bidirectional); with ``readout="all"`` they are
     ``Linear(dropout([h_1, ..., h_T]))``, every step's output of the last layer, as the
     MNIST-1D paper's GRU (Greydanus 2020: bidirectional, hidden 6, all 40 states). The
-    sequence length must then be the one of ``input_shape``.
+    sequence length must then be the one of ``input_shape``. For ``cell="gru"``,
+    ``reset_after=False`` uses the notes' candidate ``tanh(W (r * h) + U x)``
+    (:class:`descend.nn.recurrent.GRU`) instead of torch's ``tanh(W_in x + r * (W_hn h))``
+    (the default, ``reset_after=True``, torch's and cuDNN's kernel).
 
     >>> RecurrentClassifier("gru", (40,), 10)(torch.zeros(3, 40)).shape
     torch.Size([3, 10])
@@ -313,7 +316,7 @@ class RecurrentClassifier(nn.Module):
 
     def __init__(self, cell: str, input_shape: Sequence[int], num_classes: int, hidden_size: int = 64,
                  num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
-                 readout: str = "last"):
+                 readout: str = "last", reset_after: bool = True):
         super().__init__()
         check_choice("cell", cell, ["rnn", "gru", "lstm"])
         check_choice("readout", readout, ["last", "all"])
@@ -327,9 +330,16 @@ class RecurrentClassifier(nn.Module):
         check_int("num_layers", num_layers, ge=1)
         check_bool("bidirectional", bidirectional)
         check_range("dropout", dropout, ge=0, lt=1)
+        check_bool("reset_after", reset_after)
+        if cell != "gru" and not reset_after:
+            fail("reset_after", "True for an RNN or LSTM (it chooses where a GRU's reset gate acts)", reset_after)
         rnn_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
+        extra = {}
+        if cell == "gru" and not reset_after:
+            from descend.nn.recurrent import GRU
+            rnn_cls, extra = GRU, {"reset_after": False}
         self.rnn = rnn_cls(features, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional,
-                           dropout=float(dropout) if num_layers > 1 else 0.0)
+                           dropout=float(dropout) if num_layers > 1 else 0.0, **extra)
         self.dropout = nn.Dropout(float(dropout))
         steps = shape[0] if len(shape) < 3 else shape[1]
         width = hidden_size * (2 if bidirectional else 1)
@@ -359,13 +369,16 @@ def _recurrent(cell: str):
     def factory(*, input_shape, num_classes: int, hidden_size: int = 64, num_layers: int = 1,
                 bidirectional: bool = False, dropout: float = 0.0, readout: str = "last",
                 **unknown) -> RecurrentClassifier:
+        reset_after = unknown.pop("reset_after", True) if cell == "gru" else True
         check_no_unknown(cell, unknown)
         check_int("num_classes", num_classes, ge=1)
         return RecurrentClassifier(cell, input_shape, num_classes, hidden_size, num_layers, bidirectional, dropout,
-                                   readout)
+                                   readout, reset_after)
 
     factory.__doc__ = (f"A {cell.upper()} classifier over a sequence (hidden_size=64, num_layers=1, "
-                       "bidirectional=False, dropout=0.0, readout='last' or 'all'); see RecurrentClassifier.")
+                       "bidirectional=False, dropout=0.0, readout='last' or 'all'"
+                       + (", reset_after=True: torch's GRU, False: the notes'" if cell == "gru" else "")
+                       + "); see RecurrentClassifier.")
     return factory
 
 

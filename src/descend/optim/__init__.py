@@ -62,8 +62,10 @@ _entry("nesterov", SGD, "Nesterov momentum, reformulated (torch's nesterov=True)
 _entry("nesterov_lookahead", SGD,
        "Nesterov momentum with the gradient at w + m v (needs step(closure)).",
        momentum=0.9, nesterov=True, lookahead=True, momentum_form="textbook")
-_entry("adagrad", Adagrad, "AdaGrad (Algorithm 8.4): w <- w - lr g / (delta + sqrt(sum g^2)).")
-_entry("rmsprop", RMSprop, "RMSProp (Algorithm 8.5), torch's defaults.")
+_entry("adagrad", Adagrad, "AdaGrad (Algorithm 8.4): w <- w - lr g / (delta + sqrt(sum g^2)); "
+       "torch's delta 1e-10 (the notes: 1e-7, eps=1e-7).")
+_entry("rmsprop", RMSprop, "RMSProp (Algorithm 8.5) with torch's defaults: eps=1e-8 outside the root, "
+       "g / (sqrt(r) + eps); the notes' sqrt(delta + r) is eps=0, eps_root=1e-6.")
 _entry("rmsprop_nesterov", RMSprop,
        "RMSProp with Nesterov momentum (Algorithm 8.6), reformulated; lookahead=True for the closure form.",
        momentum=0.9, nesterov=True, momentum_form="textbook", eps=0.0, eps_root=1e-6)

@@ -254,6 +254,9 @@ class Adagrad(Optimizer):
         0.5
 
     Differs from torch: state is created at the first step, not in the constructor.
+    Differs from the notes: the default ``eps`` (the notes' delta) is torch's 1e-10, not the
+    "perhaps 10^-7" of Algorithm 8.4; pass ``eps=1e-7`` for the notes' value (it matters
+    only while sqrt(r) is tiny: the first steps, or coordinates with near-zero gradients).
     Reference: Duchi, Hazan, Singer (2011).
     """
 
@@ -289,9 +292,12 @@ class RMSprop(Optimizer):
         >>> (w ** 2).sum().backward(); _ = opt.step(); float(w.detach()) < 1
         True
 
-    Differs from the notes: Algorithm 8.6 has no delta (sqrt(r)); set eps=0 and a small
+    Differs from the notes: Algorithm 8.5 puts delta inside the root,
+    ``-lr g / sqrt(delta + r)`` with delta "usually 10^-6"; the defaults here are torch's,
+    ``eps=1e-8`` outside the root (``sqrt(r) + eps``). For Algorithm 8.5 as printed pass
+    ``eps=0, eps_root=1e-6``. Algorithm 8.6 has no delta (sqrt(r)); set eps=0 and a small
     eps_root to follow it without dividing 0 by 0.
-    Reference: Hinton (2012), Coursera lecture 6e; Goodfellow et al. (2016), Alg. 8.6.
+    Reference: Hinton (2012), Coursera lecture 6e; Goodfellow et al. (2016), Alg. 8.5, 8.6.
     """
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,

@@ -64,6 +64,20 @@ class momentum_step(Transform):
     Algorithm 3 of note 001 and Sutskever et al. (2013); the update is then plain
     momentum. The reformulated Nesterov step stores w + m v instead of w and needs no
     closure; both give the same sequence of look-ahead points.
+
+    Where the notes' printed Nesterov forms differ from what is implemented (the
+    implemented look-ahead is Sutskever et al.'s and Goodfellow et al.'s Algorithm 8.3,
+    ``w + m v`` with the textbook ``v``):
+
+    * note 000 prints the interim point as ``theta + v`` (no ``alpha``); Algorithm 8.3 and
+      Sutskever et al. use ``theta + alpha v``, which is what ``lookahead=True`` evaluates;
+    * note 002 prints ``w^ = w + beta v; v = beta v + dL/dw^; w = w - alpha v``: with that
+      ``v`` (accumulated gradients, torch's form) the step is ``-alpha v``, so the point
+      ahead along the step is ``w - alpha beta v``; ``w + beta v`` looks backwards;
+    * note 003 prints ``D_{t+1} = a grad L(theta_t + g D_t) + g D_t``: if ``theta`` moves by
+      ``-D`` the same sign slip applies (the look-ahead is ``theta_t - g D_t``), if it moves
+      by ``+D`` the gradient term needs a minus sign. Read literally, neither is NAG.
+
     Args: lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
     momentum_form="torch", lookahead=False. State: ``momentum_buffer`` (torch form,
     torch's name) or ``velocity`` (textbook form).

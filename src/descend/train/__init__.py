@@ -3,7 +3,7 @@
 from descend._filelock import FolderInUseError
 from descend.callbacks import CALLBACKS, Callback, MonitorCallback
 from descend.train.checkpoint import CheckpointCallback, NanGuard, latest_checkpoint, restore
-from descend.train.early_stopping import EarlyStopping, continue_on_all, retrain_on_all
+from descend.train.early_stopping import EarlyStopping, continue_on_all, retrain_on_all, train_after_stopping
 from descend.train.logging import CSVLogger, TensorBoardLogger
 from descend.train.metrics import METRICS
 from descend.train.monitors import (ActivationMonitor, GradientNormMonitor, HyperparameterMonitor,
@@ -12,7 +12,7 @@ from descend.train.trainer import History, Trainer
 
 __all__ = ["CALLBACKS", "Callback", "MonitorCallback"]
 __all__ += ["CheckpointCallback", "FolderInUseError", "NanGuard", "latest_checkpoint", "restore"]
-__all__ += ["EarlyStopping", "continue_on_all", "retrain_on_all"]
+__all__ += ["EarlyStopping", "continue_on_all", "retrain_on_all", "train_after_stopping"]
 __all__ += ["CSVLogger", "History", "METRICS", "TensorBoardLogger", "Trainer"]
 __all__ += ["ActivationMonitor", "GradientNormMonitor", "HyperparameterMonitor",
             "UpdateRatioMonitor", "default_monitors", "save_monitors"]

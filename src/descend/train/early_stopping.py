@@ -1,5 +1,6 @@
-"""Early stopping (notes 001 and 003) and the two ways of notes 001 to reuse the
-validation data afterwards.
+"""Early stopping (notes 001 and 003), the two ways of notes 001 to reuse the
+validation data afterwards, and notes 003's "train a fixed number of further epochs
+after the criterion, possibly at a lower learning rate" (:func:`train_after_stopping`).
 
 Criteria (notes 003, "When to stop?"):
 
@@ -306,4 +307,70 @@ def continue_on_all(trainer, train_data, val_data, *, max_epochs: int, max_extra
             "extra_epochs": extra, "reached": bool(value < target), "final": float(value)}
 
 
-__all__ = ["EarlyStopping", "StopAfterSteps", "retrain_on_all", "continue_on_all"]
+def train_after_stopping(trainer, train_data, val_data, *, max_epochs: int, extra_epochs: int,
+                         lr_factor: float = 1.0, start: str = "last", **early_stopping) -> dict[str, Any]:
+    """Early-stop, then train a fixed number of further epochs, possibly at a lower LR.
+
+    Notes 003 ("When to stop?", error-change criterion): "Train for a fixed number of
+    epochs after criterion is reached (possibly with lower learning rate)":
+
+    1. train on ``train_data`` with :class:`EarlyStopping` on ``val_data`` until the
+       criterion is met (or ``max_epochs``);
+    2. from the weights where it stopped (``start="last"``, the notes' reading) or from
+       the best epoch's weights (``start="best"``), multiply the learning rate of every
+       parameter group by ``lr_factor`` and train ``extra_epochs`` more epochs on the
+       same data, still validating.
+
+    Beside the two reuse strategies of notes 001 (:func:`retrain_on_all`,
+    :func:`continue_on_all`), which fold the validation data into training; this one
+    keeps the validation set for validation. ``lr_factor`` scales the optimizer's
+    ``param_groups``; a per-step LR schedule attached to the trainer would overwrite it
+    at the next step, so with a schedule, scale the schedule instead.
+
+    Args:
+        trainer: a fresh trainer (its model is trained in place).
+        train_data, val_data: what ``Trainer.fit`` accepts.
+        max_epochs: epoch budget of the early-stopping run (>= 1).
+        extra_epochs: epochs trained after the criterion (>= 0).
+        lr_factor: learning-rate multiplier for the extra epochs (> 0, default 1: same LR;
+            e.g. 0.1).
+        start: ``"last"`` (default) or ``"best"``.
+        **early_stopping: :class:`EarlyStopping` arguments (patience, min_delta, ...).
+
+    Returns:
+        ``{"stopped_epoch", "best_epoch", "criterion_met", "stop_reason", "extra_epochs",
+        "lr", "final"}`` (``stopped_epoch`` is -1 when the criterion was not met within
+        ``max_epochs``; ``lr``: the learning rates of the extra epochs; ``final``: the
+        last epoch's logs).
+
+    Example:
+        >>> from descend.train import Trainer
+        >>> torch.manual_seed(0); m = torch.nn.Linear(2, 2)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), batch_size=8)
+        >>> x = torch.randn(40, 2); y = torch.randint(0, 2, (40,))   # nothing to learn: stops early
+        >>> info = train_after_stopping(t, (x[:32], y[:32]), (x[32:], y[32:]), max_epochs=30, patience=2,
+        ...                             extra_epochs=3, lr_factor=0.1)
+        >>> info["criterion_met"], t.epoch == info["stopped_epoch"] + 3, info["lr"]
+        (True, True, [0.010000000000000002])
+    """
+    check_int("max_epochs", max_epochs, ge=1)
+    check_int("extra_epochs", extra_epochs, ge=0)
+    check_range("lr_factor", lr_factor, gt=0)
+    check_choice("start", start, ["last", "best"])
+    if "restore_best" in early_stopping:
+        fail("restore_best", "left out (use start='best' or start='last')", early_stopping["restore_best"],
+             TypeError)
+    es = _early_stop(trainer, train_data, val_data, max_epochs, {**early_stopping, "restore_best": start == "best"})
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = group["lr"] * float(lr_factor)
+    if extra_epochs:
+        trainer.fit(train_data, val_data, epochs=extra_epochs)
+    epochs = trainer.history.epochs
+    final = {k: v[-1] for k, v in epochs.items() if v}
+    return {"stopped_epoch": es.stopped_epoch, "best_epoch": es.best_epoch, "criterion_met": es.stopped_epoch > 0,
+            "stop_reason": es.stop_reason, "extra_epochs": extra_epochs,
+            "lr": [g["lr"] for g in trainer.optimizer.param_groups], "final": final}
+
+
+__all__ = ["EarlyStopping", "StopAfterSteps", "retrain_on_all", "continue_on_all", "train_after_stopping"]

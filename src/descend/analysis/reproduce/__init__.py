@@ -3,11 +3,18 @@ behind the notes' claims, and write a report that states the claim, the measured
 figures and whether the claim held.
 
 Every claim is a function ``(size, out_dir) -> ClaimResult`` registered in ``CLAIMS``;
-``size="tiny"`` runs in about a second (for tests), ``"full"`` in minutes on CPU.
+``size="tiny"`` runs in about a second on two seeds (a smoke test of the pipeline, not
+a verdict: the report says so), ``"full"`` in minutes on CPU over at least 5 seeds.
 :func:`run_claim` writes ``<out>/<claim>/report.md``, ``report.html``, ``result.json``
 and the PNG figures; :func:`run_claims` also writes ``<out>/README.md``, an index.
-The verdict is computed from the measurement by the criterion stated in the report;
-nothing is tuned until a claim holds.
+
+The verdict is computed from the measurement by the criterion stated in the report: a
+95% interval over the seeds (:mod:`descend.analysis.stats`) compared with a margin fixed
+before the run. The experiments use the library's own code (models of
+``descend.nn.MODELS``, ``descend.init``, ``descend.optim``, the ``Trainer`` and its
+callbacks). A claim that the notes do not make (``origin="elsewhere"``) says where it
+comes from. Nothing is tuned until a claim holds. Runs are single-threaded
+(``torch.set_num_threads(1)`` for the claim, restored afterwards).
 """
 
 from __future__ import annotations
@@ -42,13 +49,33 @@ def _fmt(v) -> str:
     return "n/a" if v is None else str(v)
 
 
+SMOKE = ("Smoke test (size `tiny`): two seeds and a few steps check that the experiment runs; "
+         "the figures are too small to decide the claim and the verdict below is not evidence. "
+         "Run `descend reproduce CLAIM --size full` for the verdict.")
+
+
+def _verdict(r: ClaimResult) -> str:
+    return "HELD" if r.held else "DID NOT HOLD"
+
+
+def _heading(r: ClaimResult) -> str:
+    return f"SMOKE TEST, not a verdict ({_verdict(r).lower()} at tiny size)" if r.size == "tiny" else _verdict(r)
+
+
+def _source(r: ClaimResult) -> str:
+    return r.source if r.origin == "notes" else f"not from the notes: {r.source}"
+
+
 def _markdown(r: ClaimResult) -> str:
-    verdict = "HELD" if r.held else "DID NOT HOLD"
-    lines = [f"# {r.name}: {verdict}", "",
-             f"**Claim** ({r.source}): {r.claim}", "",
-             f"**Setup** (size `{r.size}`, {r.seconds:.1f} s): {r.setup}", "",
-             f"**Measured**: {r.measured}", "",
-             f"**Criterion**: {r.criterion} -> **{verdict}**", ""]
+    verdict = _verdict(r)
+    lines = [f"# {r.name}: {_heading(r)}", ""]
+    if r.size == "tiny":
+        lines += [f"> {SMOKE}", ""]
+    lines += [f"**Claim** ({_source(r)}): {r.claim}", "",
+              f"**Setup** (size `{r.size}`, {r.seconds:.1f} s, {len(r.seeds)} seeds): {r.setup}", "",
+              f"**Measured**: {r.measured}", "",
+              f"**Criterion** (fixed before the run; margin: {r.margin or 'none'}): {r.criterion} "
+              f"-> **{verdict}**", ""]
     if r.table:
         cols = list(dict.fromkeys(k for row in r.table for k in row))
         lines.append("| " + " | ".join(c.replace("|", "&#124;") for c in cols) + " |")
@@ -62,7 +89,7 @@ def _markdown(r: ClaimResult) -> str:
 
 
 def _html(r: ClaimResult) -> str:
-    verdict = "held" if r.held else "did not hold"
+    verdict = _heading(r).lower() if r.size == "tiny" else ("held" if r.held else "did not hold")
     rows = ""
     if r.table:
         cols = list(dict.fromkeys(k for row in r.table for k in row))
@@ -78,9 +105,11 @@ def _html(r: ClaimResult) -> str:
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
             ".held{color:#070}.not{color:#a00}</style></head><body>"
             f"<h1>{e(r.name)}: <span class='{'held' if r.held else 'not'}'>{e(verdict)}</span></h1>"
-            f"<p><b>Claim</b> ({e(r.source)}): {e(r.claim)}</p>"
-            f"<p><b>Setup</b> (size {e(r.size)}, {r.seconds:.1f} s): {e(r.setup)}</p>"
-            f"<p><b>Measured</b>: {e(r.measured)}</p><p><b>Criterion</b>: {e(r.criterion)}</p>"
+            + (f"<p><i>{e(SMOKE)}</i></p>" if r.size == "tiny" else "") +
+            f"<p><b>Claim</b> ({e(_source(r))}): {e(r.claim)}</p>"
+            f"<p><b>Setup</b> (size {e(r.size)}, {r.seconds:.1f} s, {len(r.seeds)} seeds): {e(r.setup)}</p>"
+            f"<p><b>Measured</b>: {e(r.measured)}</p><p><b>Criterion</b> (fixed before the run; margin: "
+            f"{e(r.margin or 'none')}): {e(r.criterion)}</p>"
             f"{rows}{figs}</body></html>")
 
 
@@ -117,6 +146,7 @@ def run_claim(name: str, *, size: str = "tiny", out="reproduce", seed: int = 0) 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
     try:
         result = fn(size, out_dir)
@@ -145,13 +175,19 @@ def run_claims(names=None, *, size: str = "tiny", out="reproduce", progress=None
 
 def write_index(results: list[ClaimResult], out) -> Path:
     """``out/README.md``: one line per claim with its verdict and measured figures."""
+    size = results[0].size if results else "full"
     lines = ["# Reproduced claims", "",
-             "Each row links to a report stating the claim, the setup, the measured figures, "
-             "the criterion and the verdict. Regenerate with "
-             f"`descend reproduce --all --size {results[0].size if results else 'full'} --out DIR`.", "",
-             "| claim | verdict | measured | seconds |", "|---|---|---|---|"]
+             "Each row links to a report stating the claim, the setup, the measured figures with "
+             "95% intervals over the seeds, the criterion with its margin (fixed before the run) "
+             "and the verdict. Regenerate with "
+             f"`descend reproduce --all --size {size} --out DIR`.", ""]
+    if size == "tiny":
+        lines += [f"> {SMOKE}", ""]
+    lines += ["| claim | verdict | seeds | measured | seconds |", "|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| [{r.name}]({r.name}/report.md) | {'held' if r.held else '**did not hold**'} "
+        word = "smoke test only" if r.size == "tiny" else ("held" if r.held else "**did not hold**")
+        mark = "" if r.origin == "notes" else " (not from the notes)"
+        lines.append(f"| [{r.name}]({r.name}/report.md){mark} | {word} | {len(r.seeds)} "
                      f"| {r.measured.replace('|', '&#124;')} | {r.seconds:.0f} |")
     path = Path(out) / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)

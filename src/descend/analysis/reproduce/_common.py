@@ -5,13 +5,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from descend._extras import require
-from descend._validation import check_choice
+from descend._validation import check_choice, check_int
 
 SIZES = ("tiny", "full")
 
@@ -31,6 +31,10 @@ class ClaimResult:
         table: rows (dicts) shown in the report.
         figures: ``filename -> caption`` of the PNGs written next to the report.
         numbers: every measured number (JSON-ready).
+        seeds: the seeds the figures are over (at least 5 at full size).
+        margin: the margin of the criterion, fixed before the run, in words.
+        origin: ``"notes"``, or ``"elsewhere"`` for a claim the notes do not make (its
+            ``source`` says where it comes from).
 
     Example:
         >>> r = ClaimResult(name="demo", claim="momentum is faster", source="note 001", setup="a quadratic",
@@ -49,6 +53,9 @@ class ClaimResult:
     table: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)
     numbers: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    margin: str = ""
+    origin: str = "notes"
     size: str = "tiny"
     seconds: float = 0.0
 
@@ -97,51 +104,69 @@ def subset(xy, n: int | None, seed: int = 0):
     return x[idx], y[idx]
 
 
-def mlp(d_in: int, widths, d_out: int, *, act: Callable[[], nn.Module] = nn.ReLU,
-        batchnorm: bool = False, dropout: float = 0.0) -> nn.Sequential:
-    """``Linear -> [BN] -> act -> [Dropout]`` blocks, then a linear head.
+def seeds(size: str, n: int = 5) -> list[int]:
+    """The seeds of a claim: two for a tiny smoke test, ``n`` (at least 5) at full size.
 
-    >>> [type(m).__name__ for m in mlp(4, [8], 2, batchnorm=True, dropout=0.5)]
-    ['Linear', 'BatchNorm1d', 'ReLU', 'Dropout', 'Linear']
+    >>> seeds("tiny"), seeds("full")
+    ([0, 1], [0, 1, 2, 3, 4])
     """
-    layers, w = [], d_in
-    for h in widths:
-        layers.append(nn.Linear(w, h))
-        if batchnorm:
-            layers.append(nn.BatchNorm1d(h))
-        layers.append(act())
-        if dropout:
-            layers.append(nn.Dropout(dropout))
-        w = h
-    layers.append(nn.Linear(w, d_out))
-    return nn.Sequential(*layers)
+    check_int("n", n, ge=5)
+    return pick(size, [0, 1], list(range(n)))
 
 
-def init_linear(model: nn.Module, scheme: str, *, std: float = 0.01) -> nn.Module:
-    """``"naive"`` N(0, std^2), ``"xavier"`` U(+-sqrt(6/(fan_in+fan_out))), ``"he"``
-    N(0, 2/fan_in); biases 0 (notes 000/002).
+def build(name: str, *, input_shape, num_classes: int, init: str | None = None, seed: int = 0,
+          init_kwargs: dict | None = None, **kwargs) -> nn.Module:
+    """A model of :data:`descend.nn.MODELS`, initialized by :func:`descend.init.apply`.
 
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
-    >>> m = init_linear(nn.Linear(1000, 100), "he")
-    >>> round(m.weight.std().item() / (2 / 1000) ** 0.5, 1), m.bias.abs().max().item()
-    (1.0, 0.0)
+    The same builders and initializers as ``descend compare``: the claims test the
+    library's code, not copies of it. ``seed`` seeds torch before the build (default
+    initialization) and the generator of ``init``.
+
+    >>> m = build("mlp", input_shape=(64,), num_classes=10, hidden=[32], init="he_normal", seed=0)
+    >>> [type(x).__name__ for x in m], float(m[1][0].bias.detach().abs().sum())
+    (['Flatten', 'Sequential', 'Linear'], 0.0)
     """
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            fan_out, fan_in = m.weight.shape
-            with torch.no_grad():
-                if scheme == "naive":
-                    m.weight.normal_(0, std)
-                elif scheme == "xavier":
-                    a = math.sqrt(6.0 / (fan_in + fan_out))
-                    m.weight.uniform_(-a, a)
-                elif scheme == "he":
-                    m.weight.normal_(0, math.sqrt(2.0 / fan_in))
-                else:
-                    raise ValueError(f"`scheme` must be one of 'naive', 'xavier', 'he'. Received: scheme={scheme!r}")
-                m.bias.zero_()
+    from descend.init import apply
+    from descend.nn import MODELS
+
+    torch.manual_seed(seed)
+    model = MODELS.create(name, input_shape=tuple(input_shape), num_classes=num_classes, **kwargs)
+    if init is not None:
+        apply(model, init, generator=torch.Generator().manual_seed(seed), **(init_kwargs or {}))
     return model
+
+
+def interval(ci: dict, scale: float = 1.0, digits: int = 3) -> str:
+    """``mean [lo, hi]`` of a :func:`descend.analysis.stats.mean_ci` result, as text.
+
+    >>> from descend.analysis.stats import mean_ci
+    >>> interval(mean_ci([0.1, 0.2, 0.3]))
+    '0.2 [-0.0484, 0.448]'
+    >>> interval(mean_ci([0.9, 0.92]), scale=100, digits=3)
+    '91 [78.3, 104]'
+    """
+    def f(v):
+        return "n/a" if v is None else f"{v * scale:.{digits}g}"
+    return f"{f(ci['mean'])} [{f(ci['lo'])}, {f(ci['hi'])}]"
+
+
+def ratio_ci(ratios, level: float = 0.95) -> dict:
+    """Geometric mean of positive ratios with the t-interval of the mean log ratio.
+
+    ``exp(mean(log r) +- t s / sqrt(n))``: the natural interval for "how many times
+    faster", symmetric on the log scale. Infinite ratios are kept out and counted.
+
+    >>> r = ratio_ci([2.0, 2.0, 8.0])
+    >>> round(r["mean"], 3), r["n"], r["lo"] < 2 < r["hi"]
+    (3.175, 3, True)
+    """
+    from descend.analysis.stats import mean_ci
+
+    logs = [math.log(r) for r in ratios if r is not None and 0 < r < math.inf]
+    ci = mean_ci(logs, level)
+    out = {k: (math.exp(ci[k]) if ci[k] is not None else None) for k in ("mean", "lo", "hi")}
+    out.update(n=ci["n"], infinite=sum(1 for r in ratios if r == math.inf), level=level)
+    return out
 
 
 def fit(model: nn.Module, opt, train, val=None, *, epochs: int, batch_size: int = 64,
