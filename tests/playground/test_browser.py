@@ -157,7 +157,7 @@ def test_network_trainer_view(page, shots):
     page.click("#play")
     page.wait_for_function("window.playground.trainer.steps >= 300", timeout=30000)
     page.click("#play")  # pause
-    page.wait_for_function("!window.playground.playing")
+    page.wait_for_function("!window.playground.playing && !window.playground.looping")
     page.wait_for_timeout(300)
     steps = int(page.inner_text("#m-step"))
     assert steps >= 300

@@ -107,7 +107,11 @@ def run(directory, resume=False, sleep=0.0):
 #: Learning rates that train the tiny model without diverging, per registry optimizer.
 LRS = {"sgd": 0.1, "momentum": 0.05, "momentum_textbook": 0.05, "nesterov": 0.05,
        "nesterov_lookahead": 0.05, "adagrad": 0.05, "adadelta": 1.0, "rmsprop": 0.005,
-       "rmsprop_nesterov": 0.005, "adam": 0.01, "adamw": 0.01}
+       "rmsprop_nesterov": 0.005, "adam": 0.01, "adamw": 0.01,
+       # the second-order, large-batch and flat-minimum methods (their registry defaults
+       # where the learning rate is a step length along a searched or Newton direction)
+       "newton": 0.5, "newton_saddle_free": 0.5, "cg": 1.0, "bfgs": 1.0, "lbfgs": 1.0,
+       "hessian_free": 1.0, "kfac": 0.01, "shampoo": 0.01, "lars": 1.0, "lamb": 0.01, "sam": 0.01}
 
 FEATURES = ["loader0", "loader2", "augment", "input_noise", "weight_noise", "label_noise",
             "disturb_label", "loss_proportional", "early_stopping", "plateau", "torch_plateau"]

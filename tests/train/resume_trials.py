@@ -222,7 +222,8 @@ CLI_RECIPE = {
     "batch_size": 128, "epochs": 4, "seeds": [0], "monitors": 5,
 }
 
-_TIMINGS = {"time", "train_seconds", "wall_seconds", "seconds_to_target", "meta"}
+_TIMINGS = {"time", "train_seconds", "wall_seconds", "seconds_to_target", "meta",
+            "load"}   # the machine's load average when the run ended: not the run's
 
 
 def _run_folder(folder: Path) -> dict:

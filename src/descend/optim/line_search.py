@@ -34,13 +34,19 @@ def cubic_minimizer(x1, f1, g1, x2, f2, g2, bounds=None):
     Math (Nocedal & Wright eq. 3.59), with ``a < b`` the two points ordered by position:
     ``d1 = g_a + g_b - 3 (f_a - f_b) / (a - b)``, ``d2 = sqrt(d1^2 - g_a g_b)``,
     ``t = b - (b - a) (g_b + d2 - d1) / (g_b - g_a + 2 d2)``; the midpoint of the bounds
-    when the cubic has no minimiser (``d1^2 < g_a g_b``). ``bounds`` default: ``[a, b]``.
+    when the cubic has no minimiser (``d1^2 < g_a g_b``) or the two points coincide (a
+    collapsed step; torch's interpolation divides by zero there). ``bounds`` default:
+    ``[a, b]``.
 
     >>> round(cubic_minimizer(0.0, 1.0, -2.0, 2.0, 1.0, 2.0), 12)     # f = (x - 1)^2
+    1.0
+    >>> cubic_minimizer(0.5, 1.0, -2.0, 0.5, 1.0, -2.0, bounds=(0.0, 2.0))
     1.0
     """
     (a, fa, ga), (b, fb, gb) = sorted([(x1, f1, g1), (x2, f2, g2)], key=lambda p: p[0])
     lo, hi = (a, b) if bounds is None else bounds
+    if a == b:
+        return (lo + hi) / 2.0
     d1 = ga + gb - 3 * (fa - fb) / (a - b)
     disc = d1 ** 2 - ga * gb
     if disc < 0:

@@ -6,7 +6,7 @@
 const COLORS = ["#2f6fde", "#e8590c", "#2b8a3e", "#c2255c", "#7048e8", "#0b7285", "#e67700", "#495057"];
 const $ = (id) => document.getElementById(id);
 const state = { options: null, surface: null, race: null, frame: 0, anim: null,
-                session: null, trainer: null, history: [], playing: false, points: null };
+                session: null, trainer: null, history: [], playing: false, looping: false, points: null };
 window.playground = state;  // read by the browser tests
 
 // ------------------------------------------------------------------ helpers
@@ -360,14 +360,19 @@ async function stepRun(n) {
 async function play() {
   if (state.playing) { pause(); return; }
   state.playing = true;
+  state.looping = true;  // until the step in flight when paused has come back and is drawn
   $("play").textContent = "Pause";
-  while (state.playing) {
-    const per = parseInt($("per-frame").value, 10);
-    if (!(per >= 1)) { showError("`steps per frame` must be an integer >= 1. Received: " + $("per-frame").value); break; }
-    if (!(await stepRun(per))) break;
-    await new Promise((r) => requestAnimationFrame(r));
+  try {
+    while (state.playing) {
+      const per = parseInt($("per-frame").value, 10);
+      if (!(per >= 1)) { showError("`steps per frame` must be an integer >= 1. Received: " + $("per-frame").value); break; }
+      if (!(await stepRun(per))) break;
+      await new Promise((r) => requestAnimationFrame(r));
+    }
+  } finally {
+    state.looping = false;
+    pause();
   }
-  pause();
 }
 
 function pause() { state.playing = false; $("play").textContent = "Play"; }
