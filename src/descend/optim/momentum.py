@@ -206,8 +206,10 @@ class SGD(Optimizer):
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
                  fused=None, momentum_form="torch", lookahead=False, **extras):
-        check_torch_flags(foreach=foreach, differentiable=differentiable, fused=fused)
-        super().__init__(params, with_extras(momentum_step()), lr=lr, momentum=momentum,
+        backend = check_torch_flags(foreach=foreach, differentiable=differentiable, fused=fused,
+                                    backend=extras.pop("backend", "auto"))
+        super().__init__(params, with_extras(momentum_step()), backend=backend,
+                         _fused=bool(fused), lr=lr, momentum=momentum,
                          dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                          maximize=maximize, momentum_form=momentum_form, lookahead=lookahead,
                          **extras)
