@@ -242,7 +242,8 @@ class Adagrad(Optimizer):
     Math (Algorithm 8.4, note 001): r <- r + g*g; w <- w - lr_t g / (delta + sqrt(r)),
     lr_t = lr / (1 + (t - 1) lr_decay).
     Args: params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
-    eps=1e-10, foreach=None; maximize=False, differentiable=False, fused=None, and the
+    eps=1e-10, foreach=None; maximize=False, differentiable=False, fused=None (foreach
+    and fused choose the backend as in torch, see :class:`~descend.optim.SGD`), and the
     keywords of :func:`descend.optim.momentum.with_extras`.
 
     Example:

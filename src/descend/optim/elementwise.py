@@ -527,6 +527,21 @@ def group_norms(prog: Program, values: Mapping[int, list[Tensor]], only: int | N
 
 
 # -- evaluation with torch (the reference path) ------------------------------------------
+def is_dtensor(t) -> bool:
+    """Whether ``t`` is a DTensor (FSDP2's sharded parameters and their state)."""
+    return type(t).__name__ == "DTensor" and type(t).__module__.startswith("torch.distributed")
+
+
+def foreach_copy_(targets: list[Tensor], values: list[Tensor]) -> None:
+    """``torch._foreach_copy_``, one ``copy_`` per tensor for DTensors (which have no
+    sharding rule for the multi-tensor copy)."""
+    if targets and any(is_dtensor(t) for t in targets):
+        for t, v in zip(targets, values):
+            t.copy_(v)
+    else:
+        torch._foreach_copy_(targets, values)
+
+
 def correct_sqrt(x: Tensor) -> Tensor:
     """Correctly rounded square root (torch's CPU ``sqrt`` is not, on some builds)."""
     if x.device.type != "cpu" or torch.compiler.is_compiling():
@@ -690,7 +705,7 @@ def evaluate(prog: Program, updates: list[Tensor], params: list[Tensor], state: 
         value = vals[i] if kinds[i] == "e" else [_full(v, p) for v, p in
                                                   zip(_as_list(scal[i], n), params)]
         targets = [st[name] for st in state]
-        torch._foreach_copy_(targets, value)
+        foreach_copy_(targets, value)
     out = vals[prog.out] if kinds[prog.out] == "e" else [
         _full(v, u) for v, u in zip(_as_list(scal[prog.out], n), updates)]
     return list(out)

@@ -184,9 +184,11 @@ class SGD(Optimizer):
 
     Args:
         params: parameters or groups.  lr=1e-3, momentum=0, dampening=0,
-        weight_decay=0, nesterov=False: as torch.  maximize=False, foreach=None
-        (accepted; the reference path always uses multi-tensor ops),
-        differentiable=False and fused=None (only these values are supported).
+        weight_decay=0, nesterov=False: as torch.  maximize=False; foreach=None and
+        fused=None choose the backend as in torch (fused=True: torch's fused kernel,
+        foreach=True its multi-tensor kernels, foreach=False the reference path; see
+        :func:`~descend.optim.optimizer.flags_backend`); differentiable=False (the only
+        value supported); backend="auto" (or one of ``BACKENDS``).
         momentum_form="torch" | "textbook" (v = m v - lr g; w += v), lookahead=False
         (gradient at w + m v via ``step(closure)``), decoupled_weight_decay=False,
         and the cross-cutting keywords of :func:`with_extras`.

@@ -98,7 +98,9 @@ class Optimizer(torch.optim.Optimizer):
         transform: the transform to run (a single transform is wrapped in a chain).
         backend: "auto" (default), "reference", "tiled", "kernel", "triton", "foreach" or
             "fused": how the update runs (:mod:`descend.optim.backends`); also a per-group
-            key. The path the last group's step took is ``last_backend``.
+            key, as are torch's ``foreach`` / ``fused`` (:func:`flags_backend`). The path
+            the last group's step took is ``last_backend``. Groups may carry any other
+            key (``name``, ``lr_scale``...): kept, and ignored by the math, as in torch.
         **hyper: default hyperparameters; each must be one the transform reads.
 
     Example:
@@ -370,7 +372,7 @@ class Optimizer(torch.optim.Optimizer):
             if buf is None or buf.shape != g.shape or buf.dtype != g.dtype or buf.device != g.device:
                 buf = space[p] = torch.empty_like(g, memory_format=torch.preserve_format)
             out.append(buf)
-        torch._foreach_copy_(out, grads)
+        elementwise.foreach_copy_(out, grads)
         return out
 
     # -- look-ahead (Nesterov evaluated at w + a v) -----------------------------------
