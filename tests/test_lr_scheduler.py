@@ -74,11 +74,11 @@ def test_relative_scale_equals_torch_lambdalr():
     assert all(torch.equal(x, y) for x, y in zip(p1, p2))
 
 
-def test_timm_style_lr_scale_and_layer_id_groups(with_group_keys):
+def test_timm_style_lr_scale_and_layer_id_groups():
     # timm's param_groups_layer_decay: one group per layer, lr_scale = decay ** (L - layer_id)
     params, decay, top = _params(3), 0.5, 2
     groups = [{"params": [p], "layer_id": i, "lr_scale": decay ** (top - i)} for i, p in enumerate(params)]
-    opt, _ = with_group_keys(do.AdamW, groups, lr=1.0)
+    opt = do.AdamW(groups, lr=1.0)   # the keys are kept in the groups, as torch keeps them
     assert [g["lr_scale"] for g in opt.param_groups] == [0.25, 0.5, 1.0]
     sch = S.LRScheduler(opt, S.cosine(0.1, total=10))
     for t in range(4):
@@ -92,7 +92,7 @@ def test_timm_style_lr_scale_and_layer_id_groups(with_group_keys):
 
     # layer_decay computes the same scales from layer_id alone
     groups2 = [{"params": [p], "layer_id": i} for i, p in enumerate(_params(3))]
-    opt2, _ = with_group_keys(do.AdamW, groups2, lr=1.0)
+    opt2 = do.AdamW(groups2, lr=1.0)
     sch2 = S.LRScheduler(opt2, S.cosine(0.1, total=10), layer_decay=decay)
     assert sch2.group_scales() == [0.25, 0.5, 1.0]
     assert [g["lr"] for g in opt2.param_groups] == pytest.approx([0.025, 0.05, 0.1], rel=1e-15)
@@ -116,12 +116,12 @@ def test_state_dict_is_plain_and_loads_weights_only():
         _roundtrip(lam.state_dict())
 
 
-def test_resume_from_a_weights_only_checkpoint_is_bitwise_exact(with_group_keys):
+def test_resume_from_a_weights_only_checkpoint_is_bitwise_exact():
     sched = lambda: S.warmup(S.cosine(3e-2, total=12, e_min=1e-3), steps=3)  # noqa: E731
 
     def build(ps):
         groups = [{"params": ps[:2], "lr_scale": 0.5}, {"params": ps[2:]}]
-        opt, _ = with_group_keys(do.AdamW, groups, lr=1.0, weight_decay=0.1)
+        opt = do.AdamW(groups, lr=1.0, weight_decay=0.1)
         return opt, S.LRScheduler(opt, sched())
 
     full = _params(seed=3)

@@ -173,17 +173,27 @@ def check_pair(name: str, value: Any, *, ge: float = 0.0, lt: float = 1.0) -> tu
     return (a, b)
 
 
-def check_no_unknown(where: str, kwargs: Mapping[str, Any]) -> None:
-    """Reject unknown keyword arguments, naming them.
+def check_no_unknown(where: str, kwargs: Mapping[str, Any], known=None) -> None:
+    """Reject unknown keyword arguments, naming them (and the closest of ``known``).
 
     >>> check_no_unknown("sgd", {})
     >>> check_no_unknown("sgd", {"lrate": 0.1})
     Traceback (most recent call last):
         ...
     TypeError: ...lrate...
+    >>> check_no_unknown("Adam", {"lrr": 0.1}, known=["lr", "betas"])
+    Traceback (most recent call last):
+        ...
+    TypeError: Adam got unexpected keyword argument(s): lrr (did you mean 'lr'?). Received: lrr=0.1
     """
     if kwargs:
         names = ", ".join(sorted(kwargs))
+        if known:
+            import difflib
+            hints = [f"{k!r}" for k in sorted(kwargs) for k in
+                     difflib.get_close_matches(k, list(known), n=1, cutoff=0.6)]
+            if hints:
+                names += f" (did you mean {', '.join(hints)}?)"
         raise TypeError(
             f"{where} got unexpected keyword argument(s): {names}. "
             f"Received: {', '.join(f'{k}={v!r}' for k, v in kwargs.items())}"

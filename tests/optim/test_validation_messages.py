@@ -41,12 +41,14 @@ TABLE = [
      "`clip_value` must be > 0. Received: clip_value=-1"),
     (do.SGD, dict(lr=0.1, grad_noise=-0.1), ValueError,
      "`grad_noise` must be >= 0. Received: grad_noise=-0.1"),
-    (do.SGD, dict(lr=0.1, fused=True), ValueError,
-     "`fused` must be None or False (no fused backend is installed). Received: fused=True"),
+    (do.SGD, dict(lr=0.1, fused=True, clip_value=1.0), ValueError,
+     "`fused=True` needs one of torch's fused kernels for the group (clipping is not in "
+     "torch's sgd). Received: fused=True"),
     (do.SGD, dict(lr=0.1, foreach="yes"), TypeError, "`foreach` must be a bool. Received: foreach='yes'"),
     (do.SGD, dict(lr=0.1, maximize="no"), TypeError, "`maximize` must be a bool. Received: maximize='no'"),
     (do.SGD, dict(lr=0.1, momentun=0.9), TypeError,
-     "SGD got unexpected keyword argument(s): momentun. Received: momentun=0.9"),
+     "SGD got unexpected keyword argument(s): momentun (did you mean 'momentum'?). "
+     "Received: momentun=0.9"),
     (do.Adam, dict(betas=(1.2, 0.9)), ValueError,
      "`betas` must be a pair with each entry in [0.0, 1.0). Received: betas=(1.2, 0.9)"),
     (do.Adam, dict(betas=0.9), TypeError, "`betas` must be a pair of two numbers. Received: betas=0.9"),

@@ -242,7 +242,8 @@ class Adagrad(Optimizer):
     Math (Algorithm 8.4, note 001): r <- r + g*g; w <- w - lr_t g / (delta + sqrt(r)),
     lr_t = lr / (1 + (t - 1) lr_decay).
     Args: params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
-    eps=1e-10, foreach=None; maximize=False, differentiable=False, fused=None, and the
+    eps=1e-10, foreach=None; maximize=False, differentiable=False, fused=None (foreach
+    and fused choose the backend as in torch, see :class:`~descend.optim.SGD`), and the
     keywords of :func:`descend.optim.momentum.with_extras`.
 
     Example:
@@ -263,10 +264,12 @@ class Adagrad(Optimizer):
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, foreach=None, *, maximize=False,
                  differentiable=False, fused=None, **extras):
-        check_torch_flags(foreach=foreach, differentiable=differentiable, fused=fused)
+        backend = check_torch_flags(foreach=foreach, differentiable=differentiable, fused=fused,
+                                    backend=extras.pop("backend", "auto"))
         super().__init__(
             params, with_extras(scale_by_adagrad(), scale_by_inverse_time(), scale_by_lr()),
-            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+            backend=backend, _fused=bool(fused), lr=lr, lr_decay=lr_decay,
+            weight_decay=weight_decay,
             initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize,
             **extras)
 
@@ -304,10 +307,13 @@ class RMSprop(Optimizer):
                  centered=False, capturable=False, foreach=None, maximize=False,
                  differentiable=False, *, nesterov=False, lookahead=False,
                  momentum_form="torch", eps_root=0.0, **extras):
-        check_torch_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
+        backend = check_torch_flags(foreach=foreach, capturable=capturable,
+                                    differentiable=differentiable,
+                                    backend=extras.pop("backend", "auto"))
         super().__init__(
             params, with_extras(scale_by_rms(), momentum_step()),
-            lr=lr, alpha=alpha, eps=eps, eps_root=eps_root, weight_decay=weight_decay,
+            backend=backend, lr=lr, alpha=alpha, eps=eps, eps_root=eps_root,
+            weight_decay=weight_decay,
             momentum=momentum, centered=centered, maximize=maximize, nesterov=nesterov,
             lookahead=lookahead, momentum_form=momentum_form, capturable=capturable, **extras)
 
@@ -331,8 +337,11 @@ class Adadelta(Optimizer):
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, foreach=None, *,
                  capturable=False, maximize=False, differentiable=False, **extras):
-        check_torch_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
-        super().__init__(params, with_extras(scale_by_adadelta(), scale_by_lr()), lr=lr,
+        backend = check_torch_flags(foreach=foreach, capturable=capturable,
+                                    differentiable=differentiable,
+                                    backend=extras.pop("backend", "auto"))
+        super().__init__(params, with_extras(scale_by_adadelta(), scale_by_lr()),
+                         backend=backend, lr=lr,
                          rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
                          capturable=capturable, **extras)
 
@@ -364,11 +373,13 @@ class Adam(Optimizer):
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None, decoupled_weight_decay=None, eps_root=0.0,
                  **extras):
-        check_torch_flags(foreach=foreach, capturable=capturable,
-                          differentiable=differentiable, fused=fused)
+        backend = check_torch_flags(foreach=foreach, capturable=capturable,
+                                    differentiable=differentiable, fused=fused,
+                                    backend=extras.pop("backend", "auto"))
         if decoupled_weight_decay is None:
             decoupled_weight_decay = self._decoupled_default
-        super().__init__(params, with_extras(scale_by_adam(), scale_by_lr()), lr=lr,
+        super().__init__(params, with_extras(scale_by_adam(), scale_by_lr()), backend=backend,
+                         _fused=bool(fused), lr=lr,
                          betas=betas, eps=eps, eps_root=eps_root, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, capturable=capturable,
                          decoupled_weight_decay=decoupled_weight_decay, **extras)

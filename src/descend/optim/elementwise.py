@@ -47,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -54,7 +55,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Node", "Program", "trace", "structure", "evaluate", "scalars", "sqrt", "maximum",
-           "minimum", "where", "sign", "clamp", "randn", "group_norm", "per_tensor",
+           "minimum", "where", "sign", "clamp", "randn", "group_norm", "shared_norms", "per_tensor",
            "scalar_mode", "correct_sqrt"]
 
 _BINARY = {"add", "sub", "mul", "div", "max", "min", "gt", "lt", "ge", "le", "eq", "ne",
@@ -194,12 +195,40 @@ def randn():
     return t.input(("randn", len([k for k in t.inputs if k[0] == "randn"])), "e")
 
 
-def group_norm(x, p: float):
+def group_norm(x, p: float, scope: str = "group"):
     """The ``p``-norm of ``x`` over every element of every tensor of the group (a scalar),
     computed by torch before the step from the element values ``x`` (which must not
-    depend on the state)."""
+    depend on the state). ``scope="global"``: over every tensor of every group of the
+    optimizer that has such a norm, when the optimizer computed it before the groups
+    ran (:func:`shared_norms`); over the group otherwise."""
     t = _current()
-    return Node(t, "norm", (_node(x).index, float(p)), "s")
+    if scope not in ("group", "global"):
+        raise ValueError(f"`scope` must be 'group' or 'global'. Received: scope={scope!r}")
+    return Node(t, "norm", (_node(x).index, float(p), scope), "s")
+
+
+#: The norms over all groups of the step being run (see :func:`shared_norms`): a plain
+#: holder, which ``torch.compile`` traces (a ContextVar it does not).
+_SHARED_NORMS: list = [None]
+
+
+@contextlib.contextmanager
+def shared_norms(norms: Mapping[float, Any] | None):
+    """While inside, a ``group_norm(..., scope="global")`` of order ``p`` takes the value
+    ``norms[p]`` (the norm over all groups, computed once per step by the optimizer)
+    instead of the norm over its own group.
+
+    >>> prog = trace(lambda u, w, s, h: u / group_norm(u, 2.0, "global"), {}, {})
+    >>> with shared_norms({2.0: torch.tensor(10.0)}):
+    ...     evaluate(prog, [torch.tensor([3.0, 4.0])], [torch.zeros(2)], [{}], {})
+    [tensor([0.3000, 0.4000])]
+    """
+    saved = _SHARED_NORMS[0]
+    _SHARED_NORMS[0] = dict(norms) if norms else None
+    try:
+        yield
+    finally:
+        _SHARED_NORMS[0] = saved
 
 
 def per_tensor(name: str, fn: Callable[[Tensor], float]):
@@ -304,7 +333,7 @@ class Program:
         for old in order:
             n = tracer.nodes[old]
             if n.op == "norm":
-                args = (remap[n.args[0]], n.args[1])
+                args = (remap[n.args[0]], *n.args[1:])
             elif n.op in ("const", "hyper", "state", "step", "fresh", "tensor", "randn"):
                 args = n.args
             else:
@@ -485,8 +514,12 @@ def group_norms(prog: Program, values: Mapping[int, list[Tensor]], only: int | N
     """The ``group_norm`` nodes of ``prog`` (or only node ``only``) computed from the
     element values they read (torch's ``_foreach_norm``, then the norm of the norms)."""
     out = {}
+    shared = _SHARED_NORMS[0]
     for i, (op, args, kind) in enumerate(prog.nodes):
         if op == "norm" and (only is None or i == only):
+            if shared is not None and args[2] == "global" and args[1] in shared:
+                out[i] = shared[args[1]]
+                continue
             x, p = values[args[0]], args[1]
             per = torch._foreach_norm(x, p)
             out[i] = torch.linalg.vector_norm(torch.stack([t.to(per[0].device) for t in per]), p)
@@ -494,6 +527,21 @@ def group_norms(prog: Program, values: Mapping[int, list[Tensor]], only: int | N
 
 
 # -- evaluation with torch (the reference path) ------------------------------------------
+def is_dtensor(t) -> bool:
+    """Whether ``t`` is a DTensor (FSDP2's sharded parameters and their state)."""
+    return type(t).__name__ == "DTensor" and type(t).__module__.startswith("torch.distributed")
+
+
+def foreach_copy_(targets: list[Tensor], values: list[Tensor]) -> None:
+    """``torch._foreach_copy_``, one ``copy_`` per tensor for DTensors (which have no
+    sharding rule for the multi-tensor copy)."""
+    if targets and any(is_dtensor(t) for t in targets):
+        for t, v in zip(targets, values):
+            t.copy_(v)
+    else:
+        torch._foreach_copy_(targets, values)
+
+
 def correct_sqrt(x: Tensor) -> Tensor:
     """Correctly rounded square root (torch's CPU ``sqrt`` is not, on some builds)."""
     if x.device.type != "cpu" or torch.compiler.is_compiling():
@@ -657,7 +705,7 @@ def evaluate(prog: Program, updates: list[Tensor], params: list[Tensor], state: 
         value = vals[i] if kinds[i] == "e" else [_full(v, p) for v, p in
                                                   zip(_as_list(scal[i], n), params)]
         targets = [st[name] for st in state]
-        torch._foreach_copy_(targets, value)
+        foreach_copy_(targets, value)
     out = vals[prog.out] if kinds[prog.out] == "e" else [
         _full(v, u) for v, u in zip(_as_list(scal[prog.out], n), updates)]
     return list(out)

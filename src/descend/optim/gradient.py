@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from descend._validation import check_bool, check_range, fail
+from descend._validation import check_bool, check_choice, check_range, fail
 from descend.optim.core import Transform
 from descend.optim.elementwise import clamp, group_norm, minimum, randn, sqrt
 
@@ -69,12 +69,24 @@ class clip_by_global_norm(Transform):
     """Rescale the gradients so that their joint norm is at most ``clip_norm``.
 
     Math: n = ||(g_1, ..., g_k)||_p;  g <- g * min(1, c / (n + 1e-6)).
-    Args: clip_norm=None (off), clip_norm_type=2.0 (any p > 0, or inf).
-    Same result as ``torch.nn.utils.clip_grad_norm_`` on the same parameters.
+    Args: clip_norm=None (off), clip_norm_type=2.0 (any p > 0, or inf),
+    clip_norm_scope="global" | "group": which gradients ``n`` is taken over.
 
-    Differs from ``clip_grad_norm_`` on a whole model: inside an optimizer the norm
-    is taken over one parameter group; with several groups, clip the model's
-    gradients with ``torch.nn.utils.clip_grad_norm_`` before ``step()`` instead.
+    - ``"global"`` (default): every gradient of the optimizer, all parameter groups
+      (those that clip with this scope) together: the same result as
+      ``torch.nn.utils.clip_grad_norm_(model.parameters(), c)`` before ``step()``, Keras'
+      ``global_clipnorm`` or Lightning's ``gradient_clip_val``. The optimizer computes
+      ``n`` once per step before the groups run, and every backend uses that number.
+      Each group scales by its own ``clip_norm`` (usually the same for all). It needs
+      the clipped values to depend on the gradients and parameters only (the clipping
+      comes before any state, as in every named optimizer); a chain that clips after a
+      stateful transform must use ``"group"``.
+    - ``"group"``: each parameter group's gradients on their own.
+
+    Differs from Optax's ``clip_by_global_norm`` (its "global" is over the pytree it
+    is given) only in that a descend optimizer may hold several groups.
+    Applied by itself to a list of tensors (``update``, as below), the norm is over
+    that list.
 
     Example:
         >>> import torch
@@ -86,15 +98,18 @@ class clip_by_global_norm(Transform):
     Reference: Pascanu, Mikolov, Bengio (2013), On the difficulty of training RNNs.
     """
 
-    defaults = {"clip_norm": None, "clip_norm_type": 2.0}
-    advanced = ('clip_norm', 'clip_norm_type')
+    defaults = {"clip_norm": None, "clip_norm_type": 2.0, "clip_norm_scope": "global"}
+    advanced = ('clip_norm', 'clip_norm_type', 'clip_norm_scope')
     state_names = ()
+    #: The values of ``clip_norm_scope``.
+    SCOPES = ("global", "group")
 
     def validate(self, hyper):
         check_range("clip_norm", hyper["clip_norm"], gt=0, allow_none=True)
         t = hyper["clip_norm_type"]
         if not (isinstance(t, (int, float)) and not isinstance(t, bool) and (t == math.inf or t > 0)):
             fail("clip_norm_type", "a number > 0 or inf", t)
+        check_choice("clip_norm_scope", hyper["clip_norm_scope"], self.SCOPES)
 
     exact = ("clip_norm_type",)
 
@@ -102,7 +117,7 @@ class clip_by_global_norm(Transform):
         c = h["clip_norm"]
         if c is None:
             return u
-        n = group_norm(u, float(h["clip_norm_type"]))
+        n = group_norm(u, float(h["clip_norm_type"]), h["clip_norm_scope"])
         return u * minimum(c / (n + 1e-6), 1.0)
 
     def torch_args(self, hyper):

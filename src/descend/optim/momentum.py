@@ -184,9 +184,11 @@ class SGD(Optimizer):
 
     Args:
         params: parameters or groups.  lr=1e-3, momentum=0, dampening=0,
-        weight_decay=0, nesterov=False: as torch.  maximize=False, foreach=None
-        (accepted; the reference path always uses multi-tensor ops),
-        differentiable=False and fused=None (only these values are supported).
+        weight_decay=0, nesterov=False: as torch.  maximize=False; foreach=None and
+        fused=None choose the backend as in torch (fused=True: torch's fused kernel,
+        foreach=True its multi-tensor kernels, foreach=False the reference path; see
+        :func:`~descend.optim.optimizer.flags_backend`); differentiable=False (the only
+        value supported); backend="auto" (or one of ``BACKENDS``).
         momentum_form="torch" | "textbook" (v = m v - lr g; w += v), lookahead=False
         (gradient at w + m v via ``step(closure)``), decoupled_weight_decay=False,
         and the cross-cutting keywords of :func:`with_extras`.
@@ -206,8 +208,10 @@ class SGD(Optimizer):
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
                  fused=None, momentum_form="torch", lookahead=False, **extras):
-        check_torch_flags(foreach=foreach, differentiable=differentiable, fused=fused)
-        super().__init__(params, with_extras(momentum_step()), lr=lr, momentum=momentum,
+        backend = check_torch_flags(foreach=foreach, differentiable=differentiable, fused=fused,
+                                    backend=extras.pop("backend", "auto"))
+        super().__init__(params, with_extras(momentum_step()), backend=backend,
+                         _fused=bool(fused), lr=lr, momentum=momentum,
                          dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                          maximize=maximize, momentum_form=momentum_form, lookahead=lookahead,
                          **extras)

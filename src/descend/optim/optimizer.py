@@ -10,22 +10,78 @@ what they are in torch's optimizers).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
 
 from descend._validation import check_bool, check_choice, check_no_unknown, fail
-from descend.optim import backends
+from descend.optim import backends, elementwise
 from descend.optim.backends import BACKENDS
 from descend.optim.core import Chain, Transform, scalar_dtype
 
-__all__ = ["Optimizer", "check_torch_flags", "BACKENDS"]
+__all__ = ["Optimizer", "check_torch_flags", "flags_backend", "BACKENDS", "TORCH_FLAGS"]
 
 
-def _check_group_keys(where: str, group: Mapping[str, Any], allowed: Iterable[str]) -> None:
-    allowed = set(allowed) | {"params", "initial_lr", "param_names", "capturable"}
-    check_no_unknown(where, {k: v for k, v in group.items() if k not in allowed})
+#: torch's implementation flags: accepted in a param group like torch's (``foreach`` and
+#: ``fused`` choose the group's backend, see :func:`flags_backend`).
+TORCH_FLAGS = ("foreach", "fused", "differentiable", "capturable")
+
+
+def flags_backend(backend: str = "auto", *, foreach=None, fused=None,
+                  where: str = "") -> str:
+    """The backend torch's ``foreach`` / ``fused`` flags mean, given an explicit ``backend``.
+
+    ``fused=True`` is "fused" (torch's fused kernel; whether it has one for the algorithm
+    and the options is checked against the parameters by the optimizer), ``foreach=True``
+    is "foreach" (torch's multi-tensor kernels), ``foreach=False`` the single path of
+    operations on whole tensors, "reference"; ``None`` / ``fused=False`` leave
+    ``backend`` as it is. Both ``True`` is refused as torch refuses it, and so is a
+    ``backend`` other than "auto" that the flags contradict.
+
+    >>> flags_backend(fused=True), flags_backend(foreach=False), flags_backend("tiled")
+    ('fused', 'reference', 'tiled')
+    >>> flags_backend("tiled", foreach=True)
+    Traceback (most recent call last):
+        ...
+    ValueError: `backend` must be 'auto' or 'foreach' when foreach=True. Received: backend='tiled'
+    """
+    prefix = f"{where} " if where else ""
+    if foreach is not None:
+        check_bool(f"{prefix}foreach".strip(), foreach)
+    if fused is not None:
+        check_bool(f"{prefix}fused".strip(), fused)
+    if fused and foreach:
+        raise ValueError(f"`fused` and `foreach` cannot be True together (as in torch.optim). "
+                         f"Received: {prefix}fused=True, foreach=True")
+    flag, want = None, None
+    if fused:
+        flag, want = "fused=True", "fused"
+    elif foreach:
+        flag, want = "foreach=True", "foreach"
+    elif foreach is False:
+        flag, want = "foreach=False", "reference"
+    if want is None:
+        return backend
+    if backend not in ("auto", want):
+        raise ValueError(f"`backend` must be 'auto' or {want!r} when {flag}. "
+                         f"Received: {prefix}backend={backend!r}")
+    return want
+
+
+def _check_group_flags(group: dict, defaults: Mapping[str, Any]) -> None:
+    """Check a param group's torch flags and set the backend its ``foreach`` / ``fused``
+    keys mean (a group key wins over the constructor's flags, as in torch)."""
+    if "capturable" in group:
+        check_bool("capturable", group["capturable"])
+    if group.get("differentiable", False) is not False:
+        fail("differentiable", "False (the update is not differentiable)",
+             group["differentiable"])
+    if "foreach" in group or "fused" in group:
+        explicit = group.get("backend", "auto")
+        check_choice("backend", explicit, BACKENDS)
+        group["backend"] = flags_backend(explicit, foreach=group.get("foreach"),
+                                         fused=group.get("fused"), where="param group")
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -42,7 +98,9 @@ class Optimizer(torch.optim.Optimizer):
         transform: the transform to run (a single transform is wrapped in a chain).
         backend: "auto" (default), "reference", "tiled", "kernel", "triton", "foreach" or
             "fused": how the update runs (:mod:`descend.optim.backends`); also a per-group
-            key. The path the last group's step took is ``last_backend``.
+            key, as are torch's ``foreach`` / ``fused`` (:func:`flags_backend`). The path
+            the last group's step took is ``last_backend``. Groups may carry any other
+            key (``name``, ``lr_scale``...): kept, and ignored by the math, as in torch.
         **hyper: default hyperparameters; each must be one the transform reads.
 
     Example:
@@ -63,13 +121,13 @@ class Optimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, params, transform: Transform, *, backend: str = "auto",
-                 capturable: bool = False, **hyper):
+                 capturable: bool = False, _fused: bool = False, **hyper):
         if not isinstance(transform, Transform):
             fail("transform", "a Transform", transform, TypeError)
         if not isinstance(transform, Chain):
             transform = Chain(transform)
         unknown = {k: v for k, v in hyper.items() if k not in transform.defaults}
-        check_no_unknown(type(self).__name__, unknown)
+        check_no_unknown(type(self).__name__, unknown, known=transform.defaults)
         check_choice("backend", backend, BACKENDS)
         check_bool("capturable", capturable)
         defaults = {**transform.defaults, **hyper, "backend": backend}
@@ -78,19 +136,56 @@ class Optimizer(torch.optim.Optimizer):
         transform.validate(defaults)
         self.transform = transform
         super().__init__(params, defaults)
+        if _fused:   # the class's fused=True: refused at once where torch has no kernel
+            for group in self.param_groups:
+                if group["backend"] == "fused":
+                    self._check_fused(group)
 
     # -- torch API -------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
-        """Add a group; its hyperparameters are checked like the constructor's."""
+        """Add a group; its hyperparameters are checked like the constructor's.
+
+        As in torch, a group may carry keys the math does not read (Lightning's ``name``,
+        timm's ``lr_scale`` / ``layer_id``, any of the user's): they are kept in the group
+        (and in the state dict) and ignored by the update. torch's flags are accepted per
+        group too: ``foreach`` / ``fused`` choose the group's backend as in
+        :func:`flags_backend` (``fused=True`` is refused at once where torch has no fused
+        kernel for the group), ``capturable`` must be a bool and ``differentiable``
+        False.
+        """
         if isinstance(param_group, dict):   # check first: a refused group is never added
-            _check_group_keys("param group", param_group, self.defaults)
+            _check_group_flags(param_group, self.defaults)
             merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
             self.transform.validate(merged)
             check_choice("backend", merged.get("backend", "auto"), BACKENDS)
         super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group.get("fused"):
+            try:
+                self._check_fused(group)
+            except ValueError:
+                self.param_groups.pop()
+                raise
+
+    def _check_fused(self, group: dict) -> None:
+        """Refuse ``fused=True`` for a group torch has no fused kernel for (as torch does)."""
+        params = list(group["params"])
+        if not params:
+            return
+        backend, why = backends.choose(self.transform, {**group, "backend": "fused"}, params)
+        if not backend:
+            raise ValueError(f"`fused=True` needs one of torch's fused kernels for the group "
+                             f"({why}). Received: fused=True")
 
     def __setstate__(self, state: dict) -> None:
+        defaults = getattr(self, "defaults", None) or state.get("defaults") or {}
+        had_differentiable = "differentiable" in defaults
         super().__setstate__(state)
+        if not had_differentiable:
+            # torch's __setstate__ adds `differentiable` to the defaults (for its own
+            # optimizers' step); ours do not read it, and a loaded state dict must come
+            # back as it was saved
+            self.defaults.pop("differentiable", None)
         # A state dict saved by torch (or an older version) may lack our keys.
         for group in self.param_groups:
             for k, v in self.defaults.items():
@@ -165,6 +260,7 @@ class Optimizer(torch.optim.Optimizer):
         elif closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        work = []
         for group in self.param_groups:
             params, grads, state = [], [], []
             for p in group["params"]:
@@ -176,8 +272,68 @@ class Optimizer(torch.optim.Optimizer):
                 grads.append(p.grad)
                 state.append(self.state[p])
             if params:
+                work.append((group, params, grads, state))
+        norms = self._global_norms(work)
+        if not norms:
+            for group, params, grads, state in work:
+                self._update_group(group, params, grads, state)
+            return loss
+        with elementwise.shared_norms(norms):
+            for group, params, grads, state in work:
                 self._update_group(group, params, grads, state)
         return loss
+
+    # -- norms over every group (clip_norm_scope="global") ---------------------------
+    def _norm_prefix(self, group: dict):
+        """The part of the chain up to its first norm over all groups under ``group``'s
+        options (a chain whose program's ``scope="global"`` norm node reads the values
+        the norm is taken of), or None when the group has no such norm."""
+        transforms = self.transform.transforms
+        for k, t in enumerate(transforms):
+            if not t.elementwise:
+                continue
+            if any(op == "norm" and args[2] == "global" for op, args, _ in t.program(group).nodes):
+                cache = self.__dict__.setdefault("_descend_norm_prefix", {})
+                if k not in cache:
+                    bad = [type(x).__name__ for x in transforms[:k] if not x.elementwise]
+                    cache[k] = (Chain(*transforms[:k + 1]), bad)
+                return cache[k]
+        return None
+
+    def _global_norms(self, work: list) -> dict[float, Tensor]:
+        """The norms over every group, once per step before the groups run: for each
+        order ``p``, the ``p``-norm of the values every group's ``scope="global"`` norm
+        reads (torch's ``_foreach_norm`` per tensor, then the norm of all of them in the
+        order of the groups and parameters: with one group, exactly the group's norm)."""
+        per: dict[float, list[Tensor]] = {}
+        for group, params, grads, state in work:
+            if group.get("clip_norm") is None:   # the one such norm of the library's chains
+                continue
+            found = self._norm_prefix(group)
+            if found is None:
+                continue
+            prefix, bad = found
+            if bad:
+                fail("clip_norm_scope", "'group' for a chain that clips after "
+                     f"{', '.join(bad)} (not elementwise)", group.get("clip_norm_scope"))
+            from descend.optim.backends.generated import _prefix_values
+            prog = prefix.program(group)
+            why = backends.generated_why(prefix, group)
+            if why is not None:
+                fail("clip_norm_scope", f"'group' for a chain that clips {why}",
+                     group.get("clip_norm_scope"))
+            mode = elementwise.scalar_mode(group, [], params[0].device)
+            vals = _prefix_values(prog, group, params, grads, state, {}, [], mode)
+            for op, args, _ in prog.nodes:
+                if op == "norm" and args[2] == "global":
+                    per.setdefault(args[1], []).extend(torch._foreach_norm(vals[args[0]], args[1]))
+        out = {}
+        for p, norms in per.items():
+            dev, dtype = norms[0].device, norms[0].dtype
+            for t in norms[1:]:
+                dtype = torch.promote_types(dtype, t.dtype)
+            out[p] = torch.linalg.vector_norm(torch.stack([t.to(dev, dtype) for t in norms]), p)
+        return out
 
     # -- the one dispatch point ------------------------------------------------------
     def _update_group(self, group: dict, params: list[Tensor], grads: list[Tensor],
@@ -216,7 +372,7 @@ class Optimizer(torch.optim.Optimizer):
             if buf is None or buf.shape != g.shape or buf.dtype != g.dtype or buf.device != g.device:
                 buf = space[p] = torch.empty_like(g, memory_format=torch.preserve_format)
             out.append(buf)
-        torch._foreach_copy_(out, grads)
+        elementwise.foreach_copy_(out, grads)
         return out
 
     # -- look-ahead (Nesterov evaluated at w + a v) -----------------------------------
@@ -381,19 +537,26 @@ def _checked_state(opt: "Optimizer", state_dict: dict) -> dict:
 
 
 def check_torch_flags(*, foreach=None, capturable=False, differentiable=False,
-                      fused=None) -> None:
-    """Check torch's implementation flags: accepted for drop-in use, not all supported.
+                      fused=None, backend: str = "auto") -> str:
+    """Check torch's implementation flags and return the backend they choose.
 
-    >>> check_torch_flags(foreach=True)          # accepted
-    >>> check_torch_flags(fused=True)
+    ``foreach`` / ``fused`` mean what they mean in torch.optim (see
+    :func:`flags_backend`): ``fused=True`` is torch's fused kernel, ``foreach=True`` its
+    multi-tensor kernels, ``foreach=False`` the single path on whole tensors
+    ("reference"); ``capturable`` must be a bool; ``differentiable=True`` is refused
+    (the update is not differentiable).
+
+    >>> check_torch_flags(foreach=True), check_torch_flags(fused=True), check_torch_flags()
+    ('foreach', 'fused', 'auto')
+    >>> check_torch_flags(fused=True, foreach=True)
     Traceback (most recent call last):
         ...
-    ValueError: ...
+    ValueError: `fused` and `foreach` cannot be True together (as in torch.optim). Received: fused=True, foreach=True
     """
-    if foreach is not None:
-        check_bool("foreach", foreach)
     check_bool("capturable", capturable)
     if differentiable is not False:
         fail("differentiable", "False (the update is not differentiable)", differentiable)
-    if fused not in (None, False):
-        fail("fused", "None or False (no fused backend is installed)", fused)
+    if fused is not None:
+        check_bool("fused", fused)
+    check_choice("backend", backend, BACKENDS)
+    return flags_backend(backend, foreach=foreach, fused=fused)

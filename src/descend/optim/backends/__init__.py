@@ -54,6 +54,7 @@ import torch
 
 from descend.optim.backends import cpu, tiled, torch_kernels, triton_kernels
 from descend.optim.backends.torch_kernels import HAS_FUSED, torch_config
+from descend.optim.elementwise import is_dtensor
 
 __all__ = ["BACKENDS", "choose", "run", "available", "cpu", "tiled", "torch_kernels",
            "triton_kernels", "generated_why"]
@@ -130,6 +131,14 @@ def choose(transform, group: dict, params: list[Tensor]) -> tuple[str, str]:
         return "reference", ""
     dev = _device(params)
     algo, why_torch, args = torch_config(transform, group)
+    if any(is_dtensor(p) for p in params):
+        # FSDP2's sharded parameters: DTensor has sharding rules for torch's multi-tensor
+        # kernels, not for its fused ones, and the generated kernels read raw memory
+        if want == "auto":
+            return ("foreach", "") if algo is not None else ("reference", "")
+        if want not in ("foreach",):
+            return "", ("DTensor parameters (FSDP2) run on 'auto', 'foreach' or 'reference', "
+                        f"not {want!r}")
     why_gen = generated_why(transform, group)
     if want == "auto":
         if torch.compiler.is_compiling() or dev is None:
