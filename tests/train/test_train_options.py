@@ -316,3 +316,18 @@ def test_compiled_model_equals_the_eager_loop_and_saves_plain_keys(tmp_path):
         rck._restore_handlers()
     for a, b in zip(params(t.model), params(r.model)):
         assert torch.equal(a, b)
+
+
+def test_the_compiled_forward_follows_a_replaced_model():
+    # prepare_fit (descend train --nproc) replaces trainer.model by its DDP wrapper after
+    # the Trainer is built: the forward pass must go through the wrapper (its all-reduce)
+    m = mlp()
+    t = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1), compile=True)
+    first = t._forward
+    assert first is t._forward and first._orig_mod is m  # compiled once, lazily
+    wrapper = torch.nn.Sequential(m)
+    t.model = wrapper
+    assert t._forward._orig_mod is wrapper
+    plain = Trainer(m, torch.optim.SGD(m.parameters(), lr=0.1))
+    plain.model = wrapper
+    assert plain._forward is wrapper

@@ -340,9 +340,7 @@ class Trainer:
         self.skipped_steps = 0  # steps the GradScaler skipped (Inf/NaN gradients)
 
         self.model = model.to(self.device)
-        # what runs the forward pass: the model, or its compiled wrapper (whose state_dict
-        # keys carry an ``_orig_mod.`` prefix, so it is never what is saved)
-        self._forward = model if self.compile_kwargs is None else torch.compile(model, **self.compile_kwargs)
+        self._compiled: tuple[torch.nn.Module, Any] | None = None  # (model, its compiled wrapper)
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.schedulers = list(schedulers)
@@ -423,6 +421,17 @@ class Trainer:
         else:
             for i in range(skip * batch_size, stop, batch_size):
                 yield (x[i:i + batch_size], y[i:i + batch_size])
+
+    @property
+    def _forward(self):
+        """What runs the forward pass: ``self.model`` (which ``prepare_fit`` may replace by
+        its DDP wrapper), or its compiled wrapper, whose ``state_dict`` keys carry an
+        ``_orig_mod.`` prefix and which is therefore never what is saved."""
+        if self.compile_kwargs is None:
+            return self.model
+        if self._compiled is None or self._compiled[0] is not self.model:
+            self._compiled = (self.model, torch.compile(self.model, **self.compile_kwargs))
+        return self._compiled[1]
 
     def _autocast(self):
         """The precision's autocast context (a no-op for ``"32"``)."""
