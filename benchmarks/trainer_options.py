@@ -58,6 +58,8 @@ def build(kind, dev, width, batch_size):
 def main(argv=None) -> int:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--widths", type=int, nargs="+", default=[256, 1024],
+                   help="MLP widths (batch 128 for 256, 256 for wider; default 256 1024)")
     args = p.parse_args(argv)
     dev = common.device_of(args.device)
     repeats = args.repeats or (1 if args.quick else 5)
@@ -69,7 +71,8 @@ def main(argv=None) -> int:
         kinds.remove("16-mixed")
     load_before = common.load_average()
     rows = []
-    for width, batch_size in ([(32, 64)] if args.quick else [(256, 128), (1024, 256)]):
+    sizes = [(w, 128 if w <= 256 else 256) for w in args.widths]
+    for width, batch_size in ([(32, 64)] if args.quick else sizes):
         x, y = data(dev, n)
         trainers = {}
         for kind in kinds:
