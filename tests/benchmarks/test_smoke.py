@@ -47,3 +47,14 @@ def test_optimizer_step_compares_every_implementation(tmp_path):
             "descend tiled", "descend foreach", "descend fused"} | kernel == labels
     assert sum(s.numel() for s in map(__import__("torch").Size, mod.gpt2_shapes())) == 124_439_808
     assert len(mod.gpt2_shapes()) == 148 and len(mod.resnet50_shapes()) == 161
+
+
+@pytest.mark.slow  # compiles the model (seconds on CPU)
+def test_trainer_options_benchmark_runs_quick(tmp_path):
+    assert _load("trainer_options").main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "trainer_options_cpu_quick.json").read_text())
+    assert [r["variant"] for r in payload["rows"]] == ["32", "bf16-mixed", "16-mixed",
+                                                        "accumulate=4 (batch/4)", "compile=True"]
+    assert payload["rows"][0]["vs_32"] == 1.0 and all(r["samples_s"] > 0 for r in payload["rows"])
+    assert payload["load_average_1min"]["before"] is not None
+    assert "vs 32" in (tmp_path / "trainer_options_cpu_quick.md").read_text()

@@ -96,6 +96,10 @@ RANGES: dict[tuple[str, ...], Callable[[Any], bool | None]] = {
     ("target_loss",): lambda v: v is None or (_num(v) and v > 0),
     ("eval_every",): lambda v: v is None or (_int(v) and v >= 1),
     ("grad_norm",): lambda v: isinstance(v, bool),
+    ("precision",): lambda v: isinstance(v, str) and v in ("32", "32-true", "bf16-mixed", "16-mixed"),
+    ("accumulate",): lambda v: _int(v) and 1 <= v <= 2**16,
+    # a dict: torch.compile's own keyword arguments, which the Trainer judges
+    ("compile",): lambda v: isinstance(v, bool) or (None if isinstance(v, dict) else False),
     ("schedule_unit",): lambda v: isinstance(v, str) and v in ("step", "epoch"),
     ("schedule_scale",): lambda v: isinstance(v, str) and v in ("absolute", "relative"),
     ("description",): lambda v: isinstance(v, str),
@@ -125,7 +129,8 @@ COMPONENTS = {"data", "model", "optimizer", "loss", "init"}
 
 RUN_FIELDS = {"data", "model", "init", "loss", "optimizer", "schedule", "schedule_unit", "schedule_scale",
               "batch_size", "eval_batch_size", "epochs", "seeds", "split_seed", "target_accuracy",
-              "callbacks", "regularizers", "metrics", "grad_norm", "monitors", "target_loss", "eval_every"}
+              "callbacks", "regularizers", "metrics", "grad_norm", "monitors", "target_loss", "eval_every",
+              "precision", "accumulate", "compile"}
 
 
 def _mlp_parameters(run: dict[str, Any]) -> int | None:

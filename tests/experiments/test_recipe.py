@@ -213,3 +213,38 @@ def test_recipe_files_that_are_not_recipes(tmp_path):
     x = dict(BASE)
     x["model"] = {"name": "mlp", "self": x}  # refers to itself
     assert "nested more than 64 levels deep" in error_of(x)
+
+
+def test_precision_accumulate_compile_reach_the_trainer():
+    from descend.experiments import runner
+    run = load(rec(precision="16-mixed", accumulate=4, compile={"dynamic": False})).runs()[0]
+    t = runner.build(run, 0).trainer
+    assert (t.precision, t.accumulate, t.compile_kwargs) == ("16-mixed", 4, {"dynamic": False})
+    assert t.scaler is not None
+    t = runner.build(load(rec()).runs()[0], 0).trainer
+    assert (t.precision, t.accumulate, t.compile_kwargs, t.scaler) == ("32", 1, None, None)
+    # a variant and a grid set them like any run field
+    runs = load(rec(grid={"accumulate": [1, 2]}, variants=[{"name": "bf16", "precision": "bf16-mixed"}])).runs()
+    assert [(r.spec.precision, r.spec.accumulate) for r in runs] == [("bf16-mixed", 1), ("bf16-mixed", 2)]
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"precision": "fp8"}, "precision: `precision` must be '32', '32-true', 'bf16-mixed' or '16-mixed'. "
+                           "Received: precision='fp8'"),
+    ({"accumulate": 0}, "accumulate: `accumulate` must be greater than or equal to 1. Received: accumulate=0"),
+    ({"accumulate": 2**16 + 1}, "accumulate: `accumulate` must be less than or equal to 65536"),
+    ({"compile": "yes"}, "compile: `compile` must be true, false or a mapping of torch.compile keyword arguments (mode, dynamic, ...). Received: compile='yes'"),
+    ({"compile": 1}, "compile: `compile` must be true, false or a mapping"),
+])
+def test_precision_accumulate_compile_errors(change, expected):
+    msg = error_of(rec(**change))
+    assert msg.startswith("<recipe>: ") and expected in msg, msg
+    assert "\n" not in msg
+
+
+def test_compile_keyword_errors_name_the_field():
+    from descend.experiments import runner
+    run = load(rec(compile={"modes": "max-autotune"})).runs()[0]
+    with pytest.raises(RecipeError, match=r"^<recipe>: compile: `compile` must be a dict of torch.compile "
+                                          r"keyword arguments \(.*\)\. Received: compile=\{'modes': 'max-autotune'\}$"):
+        runner.build(run, 0)

@@ -35,6 +35,10 @@ def test_bounded_fuzz_no_traceback_no_nonsense_accepted(monkeypatch):
     ({"model": {"name": "mlp", "hidden": [2**40]}}, True), ({"model": {"name": "mlp", "hidden": [64, 64]}}, False),
     ({"variants": [{"name": "../x"}]}, True), ({"variants": [{"name": "a"}, {"name": "a"}]}, True),
     ({"variants": -1}, True), ({"description": 2**60}, True), ({"device": "cuda:0"}, None),
+    ({"precision": "bf16-mixed"}, False), ({"precision": "fp8"}, True), ({"precision": 16}, True),
+    ({"accumulate": 4}, False), ({"accumulate": 0}, True), ({"accumulate": 2**16 + 1}, True),
+    ({"accumulate": 2.0}, True), ({"compile": True}, False), ({"compile": "yes"}, True),
+    ({"compile": {"mode": "reduce-overhead"}}, None),
 ])
 def test_the_oracle_reads_the_documented_ranges(change, nonsense):
     assert F.judge({**TINY, **change}) is nonsense

@@ -322,7 +322,9 @@ def _in_recipe(r: recipes.Recipe, e: Exception) -> Exception:
 def check(recipe, *, device: str | None = None, overrides: dict[str, Any] | None = None,
           variant: str | None = None) -> list:
     """Validate ``recipe`` and build its runs (every variant, or only ``variant``) with their
-    first seed, training nothing and writing nothing (``--check``); return the runs.
+    first seed, training nothing and writing nothing (``--check``); return the runs. The
+    ``tune`` section and every ``search`` space are checked too, by building each run at
+    both ends of its searched ranges.
 
     >>> [run.name for run in check("tiny", overrides={"epochs": 1})]
     ['sgd', 'momentum', 'adam']
@@ -336,6 +338,15 @@ def check(recipe, *, device: str | None = None, overrides: dict[str, Any] | None
     cache: dict[str, Any] = {}
     for run in runs:
         runner.build(run, run.spec.seeds[0], device="cpu", cache=cache)
+    if r.tune or any(run.spec.search for run in runs):  # what `--tune` would sample, checked too
+        from descend.experiments import tuning
+        tuning.settings(r)
+        for run in runs:
+            dims = tuning.parse_space(run)
+            for u in (0.0, 1.0):  # both ends of every searched range
+                a = {d.path: d.value(u) if d.searched else d.value() for d in dims}
+                if a:
+                    runner.build(tuning.configure(run, a), run.spec.seeds[0], device="cpu", cache=cache)
     return runs
 
 

@@ -83,6 +83,7 @@ LIMITS: dict[str, int] = {
     "seeds": 1000,             # seeds of one variant
     "runs": 10_000,            # variants x grid values x seeds
     "monitors": 1 << 31,       # a monitor interval, in steps
+    "accumulate": 1 << 16,     # batches whose gradients sum into one step
     "name": 128,               # characters of a recipe or variant name
     "parameters": int(os.environ.get("DESCEND_MAX_PARAMETERS", 100_000_000)),  # of one model
     "parameter_tensors": 10_000,                                               # of one model
@@ -152,6 +153,9 @@ class RunSpec(BaseModel):
     regularizers: list[Component] = Field(default_factory=list)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
     grad_norm: bool = True
+    precision: Literal["32", "32-true", "bf16-mixed", "16-mixed"] = "32"  # Trainer(precision=)
+    accumulate: int = Field(default=1, ge=1, le=LIMITS["accumulate"])   # Trainer(accumulate=)
+    compile: Any = False  # Trainer(compile=): true/false or torch.compile's keyword arguments (check_static)
     monitors: Any = True  # true / false / an interval / a list of components: check_static
     search: dict[str, Any] = Field(default_factory=dict)  # dotted path -> dimension (tuning.py)
 
@@ -295,6 +299,10 @@ class Run:
                              f"{LIMITS['monitors']}] or a "
                              "list of {name: ..., ...} monitors (descend.train.CALLBACKS). "
                              f"Received: monitors={mon!r}")
+        comp = self.spec.compile
+        if not isinstance(comp, bool) and not (isinstance(comp, dict) and all(isinstance(k, str) for k in comp)):
+            raise self.error(["compile"], "`compile` must be true, false or a mapping of torch.compile "
+                             f"keyword arguments (mode, dynamic, ...). Received: compile={short_repr(comp)}")
         root = self.spec.data.kwargs.get("root")
         if root is not None:
             if not isinstance(root, str):

@@ -223,10 +223,12 @@ def build(run: Run, seed: int, *, device: str | torch.device = "cpu",
     # any clipping in on_after_backward, and a checkpoint taken after the step has their rows
     cbs[first_named:first_named] = monitors(run, cbs, out=out)
 
-    trainer = _guard(run, [], {"batch_size": 1, "metrics": 1, "eval_batch_size": 1}, lambda: Trainer(
+    trainer = _guard(run, [], {"batch_size": 1, "metrics": 1, "eval_batch_size": 1, "precision": spec.precision,
+                               "accumulate": spec.accumulate, "compile": spec.compile}, lambda: Trainer(
         model, opt, loss_fn=loss_fn, schedulers=schedulers, callbacks=cbs, metrics=tuple(spec.metrics),
         batch_size=batch_size, eval_batch_size=spec.eval_batch_size, device=device, seed=seed,
-        progress=progress, grad_norm=spec.grad_norm))
+        progress=progress, grad_norm=spec.grad_norm, precision=spec.precision,
+        accumulate=spec.accumulate, compile=spec.compile))
     return Built(model=model, optimizer=opt, trainer=trainer, data=data, train=train)
 
 

@@ -14,6 +14,7 @@ class). Evaluation runs the model in ``eval()`` mode under ``torch.no_grad()``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -39,6 +40,48 @@ _REDUCE_EVERY = 64
 #: unless the kept outputs reach ``_METRIC_ELEMS`` elements first.
 _METRIC_EVERY = 16
 _METRIC_ELEMS = 1 << 20
+
+#: ``precision=`` names (Lightning's) -> autocast dtype (None: no autocast).
+PRECISIONS = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def _with_last(items: Iterable) -> Iterable[tuple[Any, bool]]:
+    """``(item, is_last)`` pairs (reads one item ahead)."""
+    it = iter(items)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield prev, False
+        prev = item
+    yield prev, True
+
+
+def _compile_kwargs(compile) -> dict[str, Any] | None:
+    """``torch.compile`` keyword arguments of ``compile=`` (None: not compiled)."""
+    if compile is False:
+        return None
+    if compile is True:
+        return {}
+    if not isinstance(compile, dict):
+        fail("compile", "False, True or a dict of torch.compile keyword arguments", compile, TypeError)
+    allowed = [k for k in inspect.signature(torch.compile).parameters if k != "model"]
+    for k in compile:
+        if k not in allowed:
+            fail("compile", f"a dict of torch.compile keyword arguments ({', '.join(allowed)})",
+                 compile)
+    return dict(compile)
+
+
+def _grad_scaler(device: torch.device):
+    """A ``torch.amp.GradScaler`` for ``device``; a clear error where torch has none for it."""
+    try:
+        return torch.amp.GradScaler(device.type)
+    except (AttributeError, TypeError, RuntimeError, AssertionError) as e:
+        fail("precision", f"'32' or 'bf16-mixed' on {device.type}: '16-mixed' needs a "
+             f"torch.amp.GradScaler for {device.type}, which this torch ({torch.__version__}) lacks "
+             f"({e}); use CUDA", "16-mixed")
 
 
 @dataclass
@@ -193,6 +236,37 @@ class Trainer:
             ``"ignore"``: train on. A :class:`~descend.train.NanGuard` among the
             callbacks takes over (it skips or rolls back such steps) and the default
             check is off. The check reads the loss back to the host once per step.
+        precision: Lightning's names. ``"32"`` (default; ``"32-true"`` is the same):
+            float32 throughout. ``"bf16-mixed"``: the forward pass and the loss (with the
+            ``on_loss`` terms) run under ``torch.autocast(device.type, torch.bfloat16)``
+            (in training, evaluate and predict); parameters, gradients and optimizer state
+            stay float32. ``"16-mixed"``: float16 autocast and a ``torch.amp.GradScaler``
+            (on CPU where the installed torch has one): the loss is scaled before
+            ``backward``, the gradients are unscaled before the gradient norm and
+            ``on_after_backward`` (so monitors, clipping and ``NanGuard`` see true
+            gradients), and a step whose gradients hold an Inf/NaN is skipped by the
+            scaler: it is not an optimizer step (``global_step``, the per-step schedulers,
+            ``History.steps`` and ``on_batch_end`` leave it out; its batches still count
+            in ``train_loss``; ``skipped_steps`` counts them). The scaler's state is in
+            :meth:`state_dict`. ``16-mixed`` calls ``optimizer.step()`` without a closure
+            (the GradScaler cannot pass one), so optimizers that need a closure (L-BFGS,
+            SAM, Newton...) do not run under it.
+        accumulate: ``k >= 1`` (default 1): the gradients of ``k`` consecutive batches
+            are summed, each batch's loss scaled by ``1/k`` (Lightning's
+            ``accumulate_grad_batches``), before one optimizer step; ``global_step``,
+            per-step schedulers, ``History.steps`` (``loss`` is the mean objective of
+            the ``k`` batches), ``on_after_backward`` and ``on_batch_end`` count optimizer
+            steps, ``on_batch_begin`` and ``on_loss`` see every batch. An epoch whose
+            batches do not divide by ``k`` steps on its last, partial accumulation (its
+            losses still scaled by ``1/k``, as Lightning does). An optimizer that
+            re-evaluates the closure re-runs all ``k`` batches. Checkpoints
+            (``CheckpointCallback``) are taken at optimizer steps, where no partial
+            accumulation exists, so a resume is exact.
+        compile: ``False`` (default), ``True`` or a dict of ``torch.compile`` keyword
+            arguments (``{"mode": "max-autotune", "dynamic": False}``): training,
+            evaluate and predict call ``torch.compile(model, **compile)``; ``trainer.model``
+            stays the uncompiled module, so its ``state_dict`` (and checkpoints, and
+            ``model.safetensors``) has the model's own keys, without ``_orig_mod.``.
 
     A ``DataLoader`` given as ``train_data`` draws its order and its workers' seeds from
     generators that the trainer owns and checkpoints (set on the loader and on a torch
@@ -228,7 +302,8 @@ class Trainer:
                  batch_size: int | Callable[[int], int] = 64, eval_batch_size: int = 1024,
                  device: str | torch.device = "cpu", seed: int = 0, shuffle: bool = True,
                  drop_last: bool = False, progress: bool | None = None, grad_norm: bool = True,
-                 on_nonfinite: str = "raise"):
+                 on_nonfinite: str = "raise", precision: str = "32", accumulate: int = 1,
+                 compile: bool | dict[str, Any] = False):
         if not isinstance(model, torch.nn.Module):
             fail("model", "a torch.nn.Module", type(model).__name__, TypeError)
         if not hasattr(optimizer, "step") or not hasattr(optimizer, "param_groups"):
@@ -256,8 +331,16 @@ class Trainer:
         self.progress = progress
         self.log_grad_norm = check_bool("grad_norm", grad_norm)
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ["raise", "ignore"])
+        if isinstance(precision, int) and not isinstance(precision, bool):
+            precision = str(precision)
+        self.precision = check_choice("precision", precision, list(PRECISIONS))
+        self.accumulate = check_int("accumulate", accumulate, ge=1)
+        self.compile_kwargs = _compile_kwargs(compile)
+        self.scaler = _grad_scaler(self.device) if self.precision == "16-mixed" else None
+        self.skipped_steps = 0  # steps the GradScaler skipped (Inf/NaN gradients)
 
         self.model = model.to(self.device)
+        self._compiled: tuple[torch.nn.Module, Any] | None = None  # (model, its compiled wrapper)
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.schedulers = list(schedulers)
@@ -338,6 +421,24 @@ class Trainer:
         else:
             for i in range(skip * batch_size, stop, batch_size):
                 yield (x[i:i + batch_size], y[i:i + batch_size])
+
+    @property
+    def _forward(self):
+        """What runs the forward pass: ``self.model`` (which ``prepare_fit`` may replace by
+        its DDP wrapper), or its compiled wrapper, whose ``state_dict`` keys carry an
+        ``_orig_mod.`` prefix and which is therefore never what is saved."""
+        if self.compile_kwargs is None:
+            return self.model
+        if self._compiled is None or self._compiled[0] is not self.model:
+            self._compiled = (self.model, torch.compile(self.model, **self.compile_kwargs))
+        return self._compiled[1]
+
+    def _autocast(self):
+        """The precision's autocast context (a no-op for ``"32"``)."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _to_device(self, tensors):
         return None if tensors is None else tuple(t.to(self.device) for t in tensors)
@@ -511,62 +612,90 @@ class Trainer:
         rec: dict[str, Any] = {}
         check_nonfinite = self._check_nonfinite
 
+        fwd, k, scaler, autocast = self._forward, self.accumulate, self.scaler, self._autocast
+
         def closure():
-            x, y, batch = rec["batch"]
+            # the window's batches: one, or ``accumulate`` (fewer at an epoch's end)
             opt.zero_grad(set_to_none=True)
-            out = model(x)
-            loss = self.loss_fn(out, y)
-            objective = loss
-            for cb in cbs:
-                new_loss = cb.on_loss(self, objective, batch)
-                if new_loss is not None:
-                    objective = new_loss
-            objective.backward()
             first = "loss" not in rec
+            objectives, micro = [], []
+            for x, y, batch in rec["window"]:
+                with autocast():
+                    out = fwd(x)
+                    loss = self.loss_fn(out, y)
+                    objective = loss
+                    for cb in cbs:
+                        new_loss = cb.on_loss(self, objective, batch)
+                        if new_loss is not None:
+                            objective = new_loss
+                backprop = objective / k if k > 1 else objective
+                (scaler.scale(backprop) if scaler is not None else backprop).backward()
+                objectives.append(objective)
+                if first:
+                    micro.append((objective.detach() if objective is loss else loss.detach(),
+                                  out.detach(), y))
+            if scaler is not None:
+                scaler.unscale_(opt)  # true gradients for the norm, the callbacks, clipping
             if first:
-                rec["loss"] = objective.detach()
-                rec["data_loss"] = rec["loss"] if objective is loss else loss.detach()
-                rec["out"] = out.detach()
-                rec["y"] = y
+                rec["loss"] = objectives[0].detach() if len(objectives) == 1 else \
+                    torch.stack([o.detach() for o in objectives]).mean()
+                rec["micro"] = micro
                 rec["norm"] = self._grad_norms() if log_norm else None
             for cb in cbs:
                 cb.on_after_backward(self)
             if first and check_nonfinite and not bool(torch.isfinite(rec["loss"]).all()):
                 self._raise_nonfinite(rec["loss"])  # before the optimizer applies the step
-            return objective
+            if len(objectives) == 1:
+                return objectives[0]
+            return torch.stack([o.detach() for o in objectives]).sum() / k
 
-        for self.batch_index, batch in enumerate(
-                self._iter_batches(train_data, train_t, bs, self.shuffle, self.drop_last, skip),
-                start=skip):
+        window: list[tuple[Any, Any, Any]] = []
+        batches = self._iter_batches(train_data, train_t, bs, self.shuffle, self.drop_last, skip)
+        for self.batch_index, (batch, last) in enumerate(_with_last(batches), start=skip):
             for cb in cbs:
                 new = cb.on_batch_begin(self, batch)
                 if new is not None:
                     batch = new
             x, y = batch
+            window.append((x, y, batch))
+            if len(window) < k and not last:
+                continue  # accumulating: the step comes with the window's last batch
             rec.clear()
-            rec["batch"] = (x, y, batch)
+            rec["window"], window = window, []
 
             lr, mom = self._hyper()
-            if self._takes_closure:
+            stepped = True
+            if scaler is not None:
+                closure()
+                before = scaler.get_scale()
+                scaler.step(opt)
+                scaler.update()
+                stepped = scaler.get_scale() >= before  # the scale backs off on Inf/NaN
+            elif self._takes_closure:
                 opt.step(closure)
             else:
                 closure()
                 opt.step()
-            self.global_step += 1
             self.batches_done = self.batch_index + 1
+            for data_loss, out, y in rec["micro"]:
+                counts.append(y.shape[0])
+                data_losses.append(data_loss)
+                if metric_items:
+                    kept_out.append(out)
+                    kept_y.append(y)
+                    acc["kept_elems"] += out.numel()
+                    if len(kept_out) >= _METRIC_EVERY or acc["kept_elems"] >= _METRIC_ELEMS:
+                        _add_metrics(metric_items, metric_sums, kept_out, kept_y)
+                        acc["kept_elems"] = 0
+            if not stepped:  # not an optimizer step: no counter, schedule or step record
+                self.skipped_steps += 1
+                if self.stop_training:
+                    break
+                continue
+            self.global_step += 1
             for s in step_scheds:
                 s.step()
 
-            y = rec["y"]
-            counts.append(y.shape[0])
-            data_losses.append(rec["data_loss"])
-            if metric_items:
-                kept_out.append(rec["out"])
-                kept_y.append(y)
-                acc["kept_elems"] += rec["out"].numel()
-                if len(kept_out) >= _METRIC_EVERY or acc["kept_elems"] >= _METRIC_ELEMS:
-                    _add_metrics(metric_items, metric_sums, kept_out, kept_y)
-                    acc["kept_elems"] = 0
             self.last_loss = rec["loss"]
             losses.append(rec["loss"])
             parts = rec["norm"]
@@ -667,6 +796,9 @@ class Trainer:
                  "loader_generators": [st.clone() for st in loader],
                  "train_seconds": self.train_seconds,
                  "history": copy.deepcopy(self.history.to_dict())}
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
+            state["skipped_steps"] = self.skipped_steps
         if mid and self._epoch_acc:
             state["epoch_partial"] = self._partial_state()
         return state
@@ -712,6 +844,13 @@ class Trainer:
         partial = state.get("epoch_partial")
         if partial is not None and not isinstance(partial, dict):
             fail("state['epoch_partial']", "a dict", type(partial).__name__)
+        scaler_state = state.get("grad_scaler")
+        if self.scaler is not None and scaler_state is not None:
+            try:  # on a probe: a bad state leaves this trainer's scaler as it was
+                torch.amp.GradScaler(self.device.type).load_state_dict(scaler_state)
+            except (RuntimeError, TypeError, KeyError, AttributeError) as e:
+                fail("state['grad_scaler']", "a torch.amp.GradScaler state_dict",
+                     f"{type(scaler_state).__name__} ({e})")
         hist = copy.deepcopy(hist)
         # checked: apply
         self.epoch = int(state["epoch"])
@@ -722,12 +861,16 @@ class Trainer:
         self._resume_loader_states = [st.clone() for st in state.get("loader_generators", [])]
         self._resume_acc = partial if self.batches_done else None
         self.train_seconds = float(state["train_seconds"])
+        if self.scaler is not None and scaler_state is not None:  # else a fresh scale (32 -> 16)
+            self.scaler.load_state_dict(scaler_state)
+            self.skipped_steps = int(state.get("skipped_steps", 0))
         self.history = History(steps=hist["steps"], epochs=hist["epochs"],
                                monitors=hist.get("monitors", {}))
         self.resuming = True
 
     _RUN_STATE = ("epoch", "global_step", "batches_done", "_resume_skip", "train_seconds", "history",
-                  "_resume_loader_states", "_resume_acc", "resuming", "_pending", "_epoch_acc")
+                  "_resume_loader_states", "_resume_acc", "resuming", "_pending", "_epoch_acc",
+                  "skipped_steps")
 
     def _snapshot(self) -> dict[str, Any]:
         """A copy of the run state (not the model or optimizer), for :meth:`_rollback`."""
@@ -735,6 +878,7 @@ class Trainer:
         snap["_gens"] = [g.get_state() for g in (self.generator, self.sampler_generator,
                                                   self.worker_generator)]
         snap["epoch_generator_state"] = self.epoch_generator_state.clone()
+        snap["_scaler"] = copy.deepcopy(self.scaler.state_dict()) if self.scaler is not None else None
         return snap
 
     def _rollback(self, snap: dict[str, Any]) -> None:
@@ -743,6 +887,8 @@ class Trainer:
         for g, st in zip((self.generator, self.sampler_generator, self.worker_generator), snap["_gens"]):
             g.set_state(st)
         self.epoch_generator_state = snap["epoch_generator_state"]
+        if snap.get("_scaler") is not None:
+            self.scaler.load_state_dict(snap["_scaler"])
 
     # ------------------------------------------------------------------ eval
     def evaluate(self, data, *, batch_size: int | None = None) -> dict[str, float]:
@@ -760,9 +906,11 @@ class Trainer:
         try:
             with torch.no_grad():
                 for x, y in self._iter_batches(data, tensors, bs, shuffle=False, drop_last=False):
-                    out = self.model(x)
+                    with self._autocast():
+                        out = self._forward(x)
+                        loss = self.loss_fn(out, y)
                     n = y.shape[0]
-                    loss_mean.add(self.loss_fn(out, y) * n, n)
+                    loss_mean.add(loss * n, n)
                     if y.dtype in _INT_DTYPES:
                         for name, fn in self.metric_fns.items():
                             metric_means.setdefault(name, Mean()).add(fn(out, y), n)
@@ -786,7 +934,9 @@ class Trainer:
         try:
             with torch.no_grad():
                 for x, _ in self._iter_batches(data, tensors, bs, shuffle=False, drop_last=False):
-                    outs.append(self.model(x).cpu())
+                    with self._autocast():
+                        out = self._forward(x)
+                    outs.append(out.cpu())
         finally:
             self.model.train(was_training)
         return torch.cat(outs) if outs else torch.empty(0)
