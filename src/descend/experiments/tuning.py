@@ -439,7 +439,7 @@ def tune(recipe, *, out: str | os.PathLike = "runs", device: str | None = None, 
         folder, results = tune("mnist1d-tuned", out="runs")
     """
     from descend.experiments import runner
-    from descend.experiments.commands import _path_name, _Staging, schedule_warnings, write_comparison
+    from descend.experiments.output import _path_name, _Staging, schedule_warnings, write_comparison
 
     check_choice("executor", executor, ["ray", "local"])
     overrides: dict[str, Any] = {}
