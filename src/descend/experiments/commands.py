@@ -21,7 +21,7 @@ import yaml
 from descend._extras import require
 from descend.experiments import recipe as recipes
 from descend.experiments.output import (_meta, _path_name, _pct, _recipe_dict, _Staging, _write_json,
-                                        _writing, schedule_warnings, write_comparison)
+                                        _writing, load_with_overrides, write_comparison)
 from descend.experiments.recipe import RecipeError
 
 
@@ -256,17 +256,8 @@ def compare(recipe, *, out: str | os.PathLike = "runs", device: str | None = Non
     from descend.experiments import runner
 
     require("matplotlib", "descend compare's plots and report need", "compare")  # before training
-    overrides: dict[str, Any] = {}
-    if epochs is not None:
-        overrides["epochs"] = epochs
-    if seeds:
-        overrides["seeds"] = list(seeds)
-    if monitors is False:
-        overrides["monitors"] = False
-    r = recipes.load(recipe, overrides=overrides)
+    r, _ = load_with_overrides(recipe, epochs=epochs, seeds=seeds, monitors=monitors)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    for w in schedule_warnings(recipes.load(recipe), epochs):
-        print(f"descend: warning: {w}", file=sys.stderr, flush=True)
     dev = _device(r, device)
     runs = r.runs()
     n_total = sum(len(x.spec.seeds) for x in runs)
@@ -369,14 +360,7 @@ def train(recipe, *, variant: str | None = None, seed: int | None = None, out: s
     from descend.train import distributed as ddp
     from descend.train.checkpoint import CheckpointCallback, latest_checkpoint
 
-    overrides: dict[str, Any] = {}
-    if epochs is not None:
-        overrides["epochs"] = epochs
-    if monitors is False:
-        overrides["monitors"] = False
-    r = recipes.load(recipe, overrides=overrides)
-    for w in schedule_warnings(recipes.load(recipe), epochs):
-        print(f"descend: warning: {w}", file=sys.stderr, flush=True)
+    r, _ = load_with_overrides(recipe, epochs=epochs, monitors=monitors)
     ckpt: list = []
     try:
         dev = _device(r, device)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,26 @@ def _safe(name: str) -> str:
 
 def _pct(v) -> str:
     return "  -   " if v is None else f"{100 * v:6.2f}%"
+
+
+def load_with_overrides(recipe, *, epochs: int | None = None, seeds: list[int] | None = None,
+                        monitors: bool | None = None) -> tuple[recipes.Recipe, dict[str, Any]]:
+    """Load ``recipe`` with the command line's overrides (``--epochs``, ``--seeds``,
+    ``--no-monitors``) and print a warning for each schedule ``--epochs`` no longer fits
+    (:func:`schedule_warnings`); return the recipe and the overrides applied.
+
+    >>> r, o = load_with_overrides("tiny", seeds=[3])
+    >>> r.runs()[0].spec.seeds, o
+    ([3], {'seeds': [3]})
+    """
+    overrides: dict[str, Any] = {}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if seeds:
+        overrides["seeds"] = list(seeds)
+    if monitors is False:
+        overrides["monitors"] = False
+    r = recipes.load(recipe, overrides=overrides)
+    for w in schedule_warnings(recipes.load(recipe), epochs):
+        print(f"descend: warning: {w}", file=sys.stderr, flush=True)
+    return r, overrides
