@@ -12,7 +12,7 @@ import yaml
 
 from descend._filelock import FileLock
 from descend.cli import main
-from descend.experiments.commands import _Staging
+from descend.experiments.output import _Staging
 from descend.experiments.recipe import RecipeError
 
 TINY = {"name": "t", "data": {"name": "digits", "val_fraction": 0.1}, "model": {"name": "mlp", "hidden": [8]},

@@ -127,7 +127,7 @@ def run_suite(recipe, *, out: str | os.PathLike = "runs", device: str | None = N
     """
     from descend.analysis.stats import performance_profiles
     from descend.experiments import runner, verdicts
-    from descend.experiments.commands import _meta, _path_name, _recipe_dict, _Staging, _write_json
+    from descend.experiments.output import _meta, _path_name, _recipe_dict, _Staging, _write_json
     from descend.io import load_yaml
 
     names = list(workloads) if workloads else list(WORKLOADS)

@@ -439,17 +439,10 @@ def tune(recipe, *, out: str | os.PathLike = "runs", device: str | None = None, 
         folder, results = tune("mnist1d-tuned", out="runs")
     """
     from descend.experiments import runner
-    from descend.experiments.commands import _path_name, _Staging, schedule_warnings, write_comparison
+    from descend.experiments.output import _path_name, _Staging, load_with_overrides, write_comparison
 
     check_choice("executor", executor, ["ray", "local"])
-    overrides: dict[str, Any] = {}
-    if epochs is not None:
-        overrides["epochs"] = epochs
-    if monitors is False:
-        overrides["monitors"] = False
-    r = recipes.load(recipe, overrides=overrides)
-    for w in schedule_warnings(recipes.load(recipe), epochs):
-        print(f"descend: warning: {w}", file=sys.stderr, flush=True)
+    r, overrides = load_with_overrides(recipe, epochs=epochs, monitors=monitors)
     s = settings(r, trials=trials, early_stopping=early_stopping, max_concurrent=max_concurrent,
                  final_seeds=seeds)
     if s["early_stopping"] and executor == "local":
