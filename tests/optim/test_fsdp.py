@@ -79,3 +79,61 @@ def test_generated_kernels_are_refused_for_dtensor_parameters(monkeypatch):
     assert backends.choose(opt.transform, {**group, "clip_value": 1.0}, [w]) == ("reference", "")
     assert backends.choose(opt.transform, {**group, "backend": "kernel"}, [w])[0] == ""
     assert backends.choose(opt.transform, {**group, "backend": "fused"}, [w])[0] == ""
+
+
+def _chain_names():
+    import descend.optim as do
+    names = []
+    for name in do.OPTIMIZERS.names():
+        opt = do.create(name, [torch.nn.Parameter(torch.zeros(2))], lr=0.01)
+        if hasattr(opt, "transform"):   # the chains (the others keep whole-matrix state)
+            names.append(name)
+    return names
+
+
+def _registry_worker(rank, world, port, names):
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    from torch.distributed.fsdp import fully_shard
+
+    import descend.optim as do
+    try:
+        for name in names:
+            kw = {"lr": 1.0} if name == "adadelta" else {"lr": 1e-2}
+            data = [torch.randn(8, 8, generator=torch.Generator().manual_seed(r)) for r in range(world)]
+            runs = []
+            for sharded in (True, False):
+                net = _model()
+                if sharded:
+                    for layer in net:
+                        if isinstance(layer, torch.nn.Linear):
+                            fully_shard(layer)
+                    fully_shard(net)
+                opt = do.create(name, net.parameters(), **kw)
+                for _ in range(3):
+                    def closure():
+                        opt.zero_grad()
+                        if sharded:   # each process its own batch; FSDP averages the gradients
+                            loss = net(data[rank]).pow(2).mean()
+                        else:         # the same average on one unsharded model
+                            loss = sum(net(x).pow(2).mean() for x in data) / world
+                        loss.backward()
+                        return loss
+                    opt.step(closure)
+                runs.append(torch.cat([(p.full_tensor() if sharded else p).detach().flatten()
+                                       for p in net.parameters()]))
+            gap = float((runs[0] - runs[1]).abs().max())
+            assert gap < 1e-5, (name, gap)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_fsdp2_every_registry_chain_equals_the_unsharded_run():
+    # descend-only options (textbook momentum, look-ahead Nesterov, RMSprop with Nesterov...)
+    # have no torch.optim twin: the reference is the same optimizer on the unsharded model
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_registry_worker, args=(2, port, _chain_names()), nprocs=2)
