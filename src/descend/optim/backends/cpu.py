@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from descend.optim.backends.generated import Step, dense_like, evaluate_elements, prepare, split
+from descend.optim.backends.generated import Step, kernel_roles, dense_like, evaluate_elements, prepare, split
 
 __all__ = ["available", "source", "run", "DTYPES"]
 
@@ -83,7 +83,6 @@ def source(step_prog, cols: list[int], roles: list[tuple], ctype: str) -> str:
     for r, role in enumerate(roles):
         lines.append(f"        a{r} = numba.carray(_ptr{r}(ptrs[t, {r}]), (n,))")
     names = {}
-    bool_scalars = set()
     for c_i, c in enumerate(cols):
         lines.append(f"        c{c} = {ctype}(scal[t, {c_i}])")
         names[c] = f"c{c}"
@@ -145,9 +144,9 @@ def _compile(key, src: str, dtypes: list[torch.dtype]):
 def kernel_for(step: Step, idx: list[int]):
     """The compiled kernel for the tensors ``idx`` of ``step`` and its roles and columns."""
     prog = step.prog
-    roles = _roles(prog)
+    roles = kernel_roles(prog)
     i0 = idx[0]
-    dtypes = [_tensor(step, role, i0).dtype for role in roles]
+    dtypes = [step.tensor(role, i0).dtype for role in roles]
     ctype = "float64" if step.params[i0].dtype == torch.float64 else "float32"
     cols = step.element_scalars()
     key = (prog.key, tuple(map(str, dtypes)), ctype, tuple(cols))
@@ -157,16 +156,6 @@ def kernel_for(step: Step, idx: list[int]):
             src = source(prog, cols, roles, ctype)
             fn = _KERNELS[key] = _compile(key, src, dtypes)
     return fn, roles, cols
-
-
-def _tensor(step: Step, role, i) -> Tensor:
-    if role[0] == "grad":
-        return step.grads[i]
-    if role[0] == "param":
-        return step.params[i]
-    if role[0] == "state":
-        return step.state[i][role[1]]
-    return step.randn[role[1]][i]
 
 
 def supported(params: list[Tensor]) -> bool:
@@ -187,7 +176,7 @@ class _Plan:
         self.refs = (list(step.params), [list(st.values()) for st in step.state])
         by_dtype: dict[tuple, list[int]] = {}
         for i in ok:
-            dkey = tuple(_tensor(step, r, i).dtype for r in _roles(step.prog))
+            dkey = tuple(step.tensor(r, i).dtype for r in kernel_roles(step.prog))
             by_dtype.setdefault(dkey, []).append(i)
         for idx in by_dtype.values():
             fn, roles, cols = kernel_for(step, idx)
@@ -195,15 +184,10 @@ class _Plan:
             ptrs = torch.zeros(len(idx), len(roles), dtype=torch.int64)
             for r, role in enumerate(roles):
                 if role[0] in ("param", "state"):
-                    ptrs[:, r] = torch.tensor([_tensor(step, role, i).data_ptr() for i in idx],
+                    ptrs[:, r] = torch.tensor([step.tensor(role, i).data_ptr() for i in idx],
                                               dtype=torch.int64)
             per_step = [r for r, role in enumerate(roles) if role[0] in ("grad", "randn")]
             self.calls.append((idx, fn, roles, cols, sizes, ptrs, per_step))
-
-
-def _roles(prog) -> list[tuple]:
-    return [("grad",), ("param",)] + [("state", k) for k in prog.state] + \
-        [("randn", k) for k in range(prog.randn)]
 
 
 def _plan_key(step: Step) -> tuple:
@@ -233,7 +217,7 @@ def run(opt, group: dict, params: list[Tensor], grads: list[Tensor], state: list
         evaluate_elements(step, rest)
     for idx, fn, roles, cols, sizes, ptrs, per_step in calls:
         for r in per_step:
-            ptrs[:, r] = torch.tensor([_tensor(step, roles[r], i).data_ptr() for i in idx],
+            ptrs[:, r] = torch.tensor([step.tensor(roles[r], i).data_ptr() for i in idx],
                                       dtype=torch.int64)
         table = step.table(cols, "cpu", idx=idx)
         fn(sizes.numpy(), ptrs.numpy(), table.numpy(), 0, len(idx))

@@ -28,12 +28,29 @@ from descend.optim.core import scalar_dtype
 __all__ = ["Step", "prepare", "dense_like", "split"]
 
 
+def kernel_roles(prog) -> list[tuple]:
+    """The tensors a generated kernel reads and writes, in its argument order: the
+    gradient, the parameter, each state and each random draw of ``prog``."""
+    return [("grad",), ("param",)] + [("state", k) for k in prog.state] + \
+        [("randn", k) for k in range(prog.randn)]
+
+
 class Step:
     """Everything a generated backend needs for one group's step."""
 
     def __init__(self, prog, group, params, grads, state, scal, randn, mode):
         self.prog, self.group, self.params, self.grads, self.state = prog, group, params, grads, state
         self.scal, self.randn, self.mode = scal, randn, mode
+
+    def tensor(self, role: tuple, i: int) -> Tensor:
+        """The tensor of parameter ``i`` that plays ``role`` (one of :func:`kernel_roles`)."""
+        if role[0] == "grad":
+            return self.grads[i]
+        if role[0] == "param":
+            return self.params[i]
+        if role[0] == "state":
+            return self.state[i][role[1]]
+        return self.randn[role[1]][i]
 
     def element_scalars(self) -> list[int]:
         """The scalar nodes element nodes read (the columns of a kernel's scalar table)."""

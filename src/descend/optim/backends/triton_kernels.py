@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from descend.optim.backends.generated import Step, evaluate_elements, prepare, split
+from descend.optim.backends.generated import Step, kernel_roles, evaluate_elements, prepare, split
 
 __all__ = ["available", "source", "run", "compile_for", "BLOCK", "DTYPES"]
 
@@ -129,11 +129,6 @@ def source(prog, cols: list[int], roles: list[tuple], dtypes: list[torch.dtype],
     return "\n".join(lines) + "\n"
 
 
-def _roles(prog) -> list[tuple]:
-    return [("grad",), ("param",)] + [("state", k) for k in prog.state] + \
-        [("randn", k) for k in range(prog.randn)]
-
-
 def _jit(key, src: str, name: str, interpret: bool):
     import triton
     import triton.language as tl
@@ -151,7 +146,7 @@ def _jit(key, src: str, name: str, interpret: bool):
 def kernel_source(prog, cols, dtypes, compute):
     """``(name, source)`` of the kernel for a program and the dtypes of its roles."""
     import hashlib
-    roles = _roles(prog)
+    roles = kernel_roles(prog)
     draft = source(prog, cols, roles, dtypes, compute, "kernel")
     name = "descend_" + hashlib.sha1(draft.encode()).hexdigest()[:16]
     return name, source(prog, cols, roles, dtypes, compute, name)
@@ -161,9 +156,9 @@ def kernel_for(step: Step, idx: list[int], interpret: bool):
     """The kernel (compiled, or interpreted for CPU tensors) for the tensors ``idx`` of
     ``step``, with its roles and scalar columns."""
     prog = step.prog
-    roles = _roles(prog)
+    roles = kernel_roles(prog)
     i0 = idx[0]
-    dtypes = [_tensor(step, role, i0).dtype for role in roles]
+    dtypes = [step.tensor(role, i0).dtype for role in roles]
     compute = torch.float64 if step.params[i0].dtype == torch.float64 else torch.float32
     cols = step.element_scalars()
     name, src = kernel_source(prog, cols, dtypes, compute)
@@ -173,16 +168,6 @@ def kernel_for(step: Step, idx: list[int], interpret: bool):
         if fn is None:
             fn = _KERNELS[key] = _jit(key, src, name, interpret)
     return fn, roles, cols
-
-
-def _tensor(step: Step, role, i) -> Tensor:
-    if role[0] == "grad":
-        return step.grads[i]
-    if role[0] == "param":
-        return step.params[i]
-    if role[0] == "state":
-        return step.state[i][role[1]]
-    return step.randn[role[1]][i]
 
 
 def supported(params: list[Tensor]) -> bool:
@@ -216,7 +201,7 @@ def run(opt, group: dict, params: list[Tensor], grads: list[Tensor], state: list
     for i in ok:
         if step.params[i].numel() == 0:
             continue
-        key = tuple(_tensor(step, r, i).dtype for r in _roles(step.prog))
+        key = tuple(step.tensor(r, i).dtype for r in kernel_roles(step.prog))
         by_dtype.setdefault(key, []).append(i)
     if not by_dtype:
         return
@@ -231,7 +216,7 @@ def run(opt, group: dict, params: list[Tensor], grads: list[Tensor], state: list
         plan = cache.get(pkey)
         if plan is None:
             plan = cache[pkey] = _Plan(sizes, device)
-        ptrs = torch.tensor([[_tensor(step, role, i).data_ptr() for role in roles] for i in idx],
+        ptrs = torch.tensor([[step.tensor(role, i).data_ptr() for role in roles] for i in idx],
                             dtype=torch.int64).to(device, non_blocking=True)
         table = full[idx].contiguous() if len(idx) != len(params) else full.contiguous()
         if table.shape[1] == 0:
@@ -246,7 +231,7 @@ def compile_for(prog, dtypes_of_param: torch.dtype, target=("cuda", 90, 32), sta
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    roles = _roles(prog)
+    roles = kernel_roles(prog)
     dtypes = []
     for role in roles:
         if role[0] == "state":
